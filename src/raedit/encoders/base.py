@@ -1,0 +1,70 @@
+"""The interface every frozen representation encoder implements (Sec. 3: the RAE encoder E)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raedit.errors import RaeditError
+
+
+class Encoder(nn.Module, ABC):
+    """A frozen image encoder whose patch tokens are the RAE latent space.
+
+    Subclasses set `input_size` (pixels, square), `patch_size` (pixels per token side), `channels` (token
+    dimension), `pixel_mean` / `pixel_std` (3 values each, the normalization the network was trained with) and
+    `resize_mode`, and implement `forward_tokens` on normalized input.
+    """
+
+    name: str
+    input_size: int
+    patch_size: int
+    channels: int
+    resize_mode: str = "bicubic"
+
+    def __init__(self, pixel_mean: tuple[float, float, float], pixel_std: tuple[float, float, float]) -> None:
+        super().__init__()
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Token grid (h, w) for an input of `input_size` pixels."""
+        side = self.input_size // self.patch_size
+        return side, side
+
+    @property
+    def num_tokens(self) -> int:
+        h, w = self.grid
+        return h * w
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """B x 3 x H x W in [0, 1] -> resized to `input_size` and mean/std normalized."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise RaeditError(f"{self.name} expects images of shape B x 3 x H x W, got {tuple(images.shape)}")
+        if images.shape[-2:] != (self.input_size, self.input_size):
+            images = F.interpolate(
+                images, size=(self.input_size, self.input_size), mode=self.resize_mode,
+                align_corners=False, antialias=self.resize_mode in ("bilinear", "bicubic"),
+            )
+        return (images - self.pixel_mean) / self.pixel_std
+
+    def denormalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Inverse of the mean/std step: the decoder predicts pixels in the encoder's normalized space."""
+        return pixels * self.pixel_std + self.pixel_mean
+
+    @abstractmethod
+    def forward_tokens(self, normalized: torch.Tensor) -> torch.Tensor:
+        """Normalized B x 3 x input_size x input_size -> tokens B x N x C."""
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """B x 3 x H x W in [0, 1] -> tokens B x N x C (N = grid h * w, C = `channels`)."""
+        return self.forward_tokens(self.normalize(images))
+
+    def train(self, mode: bool = True) -> "Encoder":
+        """The encoder is frozen: it always stays in eval mode (BatchNorm statistics, no dropout)."""
+        return super().train(False)
