@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from raedit.errors import RaeditError
 
@@ -75,24 +76,27 @@ def parse_overrides(overrides: list[str]) -> dict:
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Build a `cls` instance from its defaults, then the YAML file at `path`, then `overrides`."""
-    merged: DictConfig = OmegaConf.structured(_resolved_field_types(cls))
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise RaeditError(f"config file not found: {path}")
-        from_file = OmegaConf.to_container(OmegaConf.load(path)) or {}
-        if not isinstance(from_file, dict):
-            raise RaeditError(f"config file {path} does not hold a mapping of keys")
-        check_keys(cls, from_file, str(path))
-        merged = OmegaConf.merge(merged, from_file)  # type: ignore[assignment]
-    if overrides:
-        given = parse_overrides(overrides)
-        check_keys(cls, given, "the command line")
-        merged = OmegaConf.merge(merged, given)  # type: ignore[assignment]
     try:
+        merged: DictConfig = OmegaConf.structured(_resolved_field_types(cls))
+        if path is not None:
+            merged = OmegaConf.merge(merged, _read_yaml(cls, Path(path)))  # type: ignore[assignment]
+        if overrides:
+            given = parse_overrides(overrides)
+            check_keys(cls, given, "the command line")
+            merged = OmegaConf.merge(merged, given)  # type: ignore[assignment]
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
-    except Exception as error:  # OmegaConf's validation errors: wrong value types
+    except OmegaConfBaseException as error:  # a value of the wrong type
         raise RaeditError(f"invalid config value: {str(error).splitlines()[0]}") from None
+
+
+def _read_yaml(cls: type, path: Path) -> dict:
+    if not path.is_file():
+        raise RaeditError(f"config file not found: {path}")
+    from_file = OmegaConf.to_container(OmegaConf.load(path)) or {}
+    if not isinstance(from_file, dict):
+        raise RaeditError(f"config file {path} does not hold a mapping of keys")
+    check_keys(cls, from_file, str(path))
+    return from_file
 
 
 def to_yaml(config: Any) -> str:

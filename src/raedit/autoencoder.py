@@ -1,0 +1,226 @@
+"""The Representation Autoencoder (Sec. 3): frozen encoder + latent normalization + trainable ViT decoder.
+
+    encode:  images [0, 1] -> encoder tokens B x N x C -> (+ noise, training only) -> B x C x h x w
+             -> (z - mean) / sqrt(var + eps)                       (per position and channel)
+    decode:  latents -> z * sqrt(var + eps) + mean -> tokens -> decoder -> de-normalized pixels [0, 1]
+
+`save_pretrained` writes the decoder and the statistics (safetensors) and a JSON config naming the encoder;
+the frozen encoder's own weights are loaded from its source by name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from raedit.decoder import DecoderConfig, ViTDecoder
+from raedit.encoders import Encoder, build_encoder
+from raedit.errors import RaeditError
+from raedit.interop.official_decoder import official_decoder_to_raedit
+from raedit.stats import load_latent_stats
+
+CONFIG_FILE = "rae_config.json"
+WEIGHTS_FILE = "rae.safetensors"
+NOISE_DISTRIBUTIONS = ("uniform", "halfnormal")
+
+
+@dataclass
+class AutoencoderConfig:
+    """What an RAE is made of. Keys are the YAML keys under `autoencoder:`."""
+
+    encoder: str = "dinov2-b"
+    encoder_weights: str | None = None  # hub id or local directory / file; None: the registry's source
+    encoder_input_size: int | None = None  # only for encoders with a free input size (EfficientNet-Lite)
+    decoder_size: str = "XL"
+    decoder_patch_size: int = 16  # 16: 256 px from 16 x 16 tokens; 32: 512 px (Sec. 6.1)
+    stats: str | None = None  # latent statistics file; None: no normalization
+    stats_eps: float = 1e-5
+    # Sec. 4.3: noise-augmented decoder training, z + sigma * eps with sigma = tau * u per sample;
+    # u ~ U(0, 1) ("uniform", the official code) or sigma ~ |N(0, tau^2)| ("halfnormal").
+    noise_tau: float = 0.8
+    noise_distribution: str = "uniform"
+
+    def __post_init__(self) -> None:
+        if self.noise_distribution not in NOISE_DISTRIBUTIONS:
+            raise RaeditError(f"unknown noise_distribution '{self.noise_distribution}'; "
+                              f"use one of {', '.join(NOISE_DISTRIBUTIONS)}")
+        if self.noise_tau < 0:
+            raise RaeditError(f"noise_tau must be >= 0, got {self.noise_tau}")
+
+
+class RAE(nn.Module):
+    """Frozen `encoder` + latent statistics + trainable `decoder`. Latents are B x C x h x w."""
+
+    def __init__(self, config: AutoencoderConfig, encoder: Encoder | None = None) -> None:
+        super().__init__()
+        self.config = config
+        if encoder is None:
+            kwargs = {"input_size": config.encoder_input_size} if config.encoder_input_size else {}
+            encoder = build_encoder(config.encoder, config.encoder_weights, **kwargs)
+        self.encoder = encoder
+        channels, (h, w) = encoder.channels, encoder.grid
+        self.latent_shape = (channels, h, w)
+        self.decoder = ViTDecoder(DecoderConfig(config.decoder_size, channels, (h, w), config.decoder_patch_size))
+        self.register_buffer("latent_mean", torch.zeros(self.latent_shape))
+        self.register_buffer("latent_var", torch.ones(self.latent_shape))
+        self.normalized = False
+        if config.stats:
+            self.set_stats(*load_latent_stats(config.stats, self.latent_shape, config.encoder))
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """Size of the decoded images (the decoder's grid times its patch size)."""
+        return self.decoder.config.image_size
+
+    def set_stats(self, mean: torch.Tensor, var: torch.Tensor) -> None:
+        """Use these C x h x w statistics for the latent normalization."""
+        if tuple(mean.shape) != self.latent_shape or tuple(var.shape) != self.latent_shape:
+            raise RaeditError(f"latent statistics of shape {tuple(mean.shape)} do not fit latents "
+                              f"{self.latent_shape} of encoder '{self.config.encoder}'")
+        self.latent_mean.copy_(mean)
+        self.latent_var.copy_(var)
+        self.normalized = True
+
+    def tokens_to_latents(self, tokens: torch.Tensor) -> torch.Tensor:
+        """B x N x C tokens (row-major grid) -> B x C x h x w."""
+        _, h, w = self.latent_shape
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
+
+    def latents_to_tokens(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents.flatten(2).transpose(1, 2)
+
+    def add_noise(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Sec. 4.3: z + sigma * eps, one sigma per sample (tau * U(0,1), or |N(0, tau^2)|)."""
+        shape = (tokens.shape[0],) + (1,) * (tokens.ndim - 1)
+        u = torch.rand(shape, device=tokens.device, dtype=tokens.dtype)
+        if self.config.noise_distribution == "halfnormal":
+            u = torch.randn(shape, device=tokens.device, dtype=tokens.dtype).abs()
+        return tokens + self.config.noise_tau * u * torch.randn_like(tokens)
+
+    def normalize(self, latents: torch.Tensor) -> torch.Tensor:
+        """Raw B x C x h x w -> (z - mean) / sqrt(var + eps)."""
+        if not self.normalized:
+            return latents
+        return (latents - self.latent_mean) / torch.sqrt(self.latent_var + self.config.stats_eps)
+
+    def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
+        if not self.normalized:
+            return latents
+        return latents * torch.sqrt(self.latent_var + self.config.stats_eps) + self.latent_mean
+
+    @torch.no_grad()
+    def encode_raw(self, images: torch.Tensor) -> torch.Tensor:
+        """Images B x 3 x H x W in [0, 1] -> raw (unnormalized, noise-free) latents B x C x h x w."""
+        return self.tokens_to_latents(self.encoder.encode(images))
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images B x 3 x H x W in [0, 1] -> normalized latents B x C x h x w.
+
+        In training mode with noise_tau > 0 the raw tokens are noise-augmented first (as the official code,
+        before normalization).
+        """
+        tokens = self.encoder.encode(images)
+        if self.training and self.config.noise_tau > 0:
+            tokens = self.add_noise(tokens)
+        return self.normalize(self.tokens_to_latents(tokens))
+
+    def decode(self, latents: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """Normalized latents B x C x h x w -> images B x 3 x H x W in [0, 1] (unclamped with clamp=False,
+        for losses)."""
+        if latents.ndim != 4 or tuple(latents.shape[1:]) != self.latent_shape:
+            raise RaeditError(f"latents must be B x {' x '.join(map(str, self.latent_shape))} for encoder "
+                              f"'{self.config.encoder}', got {tuple(latents.shape)}")
+        pixels = self.encoder.denormalize(self.decoder(self.latents_to_tokens(self.denormalize(latents))))
+        return pixels.clamp(0.0, 1.0) if clamp else pixels
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Reconstruct: images -> latents -> unclamped images."""
+        return self.decode(self.encode(images), clamp=False)
+
+    # -- weights -------------------------------------------------------------------------------------------
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The decoder and the statistics: all an RAE stores (the encoder is frozen and loaded by name)."""
+        state = {f"decoder.{key}": value for key, value in self.decoder.state_dict().items()}
+        if self.normalized:
+            state["latent_mean"], state["latent_var"] = self.latent_mean, self.latent_var
+        return state
+
+    def load_decoder_state_dict(self, state_dict: dict[str, torch.Tensor], source: str) -> None:
+        """Load decoder weights (raedit keys, or the released decoders' keys); any missing or unexpected key,
+        or a shape that doesn't fit, is an error naming them."""
+        if any(key.startswith("decoder_") for key in state_dict):
+            state_dict = official_decoder_to_raedit(state_dict)
+        expected = self.decoder.state_dict()
+        missing = sorted(set(expected) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(expected))
+        if missing or unexpected:
+            raise RaeditError(f"decoder weights in {source} don't fit this decoder: missing keys "
+                              f"{_shorten(missing)}, unexpected keys {_shorten(unexpected)}")
+        wrong = [f"{key} {tuple(state_dict[key].shape)} vs {tuple(value.shape)}"
+                 for key, value in expected.items() if state_dict[key].shape != value.shape]
+        if wrong:
+            raise RaeditError(f"decoder weights in {source} have other shapes: {_shorten(wrong)}")
+        self.decoder.load_state_dict(state_dict)
+
+    def load_decoder(self, path: str | Path) -> None:
+        """Decoder weights from a safetensors file or a `.pt` state dict (e.g. a released `model.pt`)."""
+        path = Path(path)
+        if not path.is_file():
+            raise RaeditError(f"decoder weights file not found: {path}")
+        if path.suffix == ".safetensors":
+            state = load_file(str(path))
+            state = {key.removeprefix("decoder."): value for key, value in state.items()
+                     if not key.startswith("latent_")}
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and "ema" in state and isinstance(state["ema"], dict):
+                state = state["ema"]
+        self.load_decoder_state_dict(state, str(path))
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write `rae_config.json` and `rae.safetensors` (decoder + statistics) into `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {**asdict(self.config), "stats": None, "latent_shape": list(self.latent_shape),
+                  "normalized": self.normalized}
+        weights = {key: value.detach().cpu().contiguous() for key, value in self.trainable_state_dict().items()}
+        save_file(weights, str(directory / (WEIGHTS_FILE + ".tmp")))
+        (directory / (WEIGHTS_FILE + ".tmp")).replace(directory / WEIGHTS_FILE)
+        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, encoder: Encoder | None = None, **overrides) -> "RAE":
+        """Load what `save_pretrained` wrote. `overrides` replace config fields (e.g. encoder_weights)."""
+        directory = Path(directory)
+        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+        if not config_path.is_file() or not weights_path.is_file():
+            raise RaeditError(f"{directory} is not a saved RAE (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
+        stored = json.loads(config_path.read_text())
+        latent_shape, normalized = tuple(stored.pop("latent_shape")), stored.pop("normalized")
+        try:
+            config = AutoencoderConfig(**{**stored, **overrides})
+        except TypeError as error:
+            raise RaeditError(f"{config_path}: {error}") from None
+        rae = cls(config, encoder)
+        if rae.latent_shape != latent_shape:
+            raise RaeditError(f"{directory} was saved for latents {latent_shape}, but encoder "
+                              f"'{config.encoder}' gives {rae.latent_shape}")
+        weights = load_file(str(weights_path))
+        rae.load_decoder_state_dict({key.removeprefix("decoder."): value for key, value in weights.items()
+                                     if key.startswith("decoder.")}, str(weights_path))
+        if normalized:
+            rae.set_stats(weights["latent_mean"], weights["latent_var"])
+        return rae
+
+
+def _shorten(keys: list[str], limit: int = 6) -> str:
+    if not keys:
+        return "none"
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")

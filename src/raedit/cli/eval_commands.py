@@ -1,0 +1,125 @@
+"""`raedit eval`, `raedit eval-recon`, `raedit probe`: evaluation from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("eval", help="FID, sFID, precision/recall, IS, FD of samples against a reference")
+    parser.add_argument("--samples", required=True, help="npz (arr_0: N x H x W x 3 uint8) or image folder")
+    parser.add_argument("--ref", required=True,
+                        help="reference: npz of images, image folder, statistics npz (raedit or ADM), "
+                             "or fashion-mnist-test / fashion-mnist-train")
+    parser.add_argument("--metrics", default="fid,sfid,pr,is", help="comma list of fid,sfid,pr,is,fd")
+    parser.add_argument("--fd-encoder", default="dinov2-l",
+                        help="encoder for the fd metric (offline: effnet-lite0)")
+    parser.add_argument("--fd-encoder-weights", help="hub id or local directory of the fd encoder's weights")
+    parser.add_argument("--inception-logits", help="file with the TF Inception's 1008 x 2048 softmax weights "
+                                                   "(needed for IS)")
+    parser.add_argument("--ref-limit", type=int, help="use only the first N reference images")
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--cache-dir", help="folder for cached reference statistics "
+                                            "(default $RAEDIT_CACHE/eval or ~/.cache/raedit/eval)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", help="write the results as JSON to this file")
+    parser.set_defaults(func=run_eval)
+
+    parser = subparsers.add_parser("eval-recon", help="rFID, PSNR, SSIM, LPIPS of an autoencoder's reconstructions")
+    parser.add_argument("config", nargs="?", help="YAML config (keys: autoencoder, data, num_images, ...)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides")
+    parser.set_defaults(func=run_eval_recon)
+
+    parser = subparsers.add_parser("probe", help="linear probe top-1 on frozen, mean-pooled encoder tokens")
+    parser.add_argument("--encoder", required=True, help="encoder name (see `raedit encoders`)")
+    parser.add_argument("--encoder-weights", help="hub id or local directory of the encoder weights")
+    parser.add_argument("--input-size", type=int, help="encoder input size (EfficientNet-Lite only)")
+    parser.add_argument("--data", default="fashion-mnist", choices=["fashion-mnist"])
+    parser.add_argument("--num-train", type=int, default=2000)
+    parser.add_argument("--num-test", type=int, default=1000)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--json", help="write the result as JSON to this file")
+    parser.set_defaults(func=run_probe)
+
+
+def _format(value: float | int | str) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def _print_table(rows: dict) -> None:
+    width = max(len(name) for name in rows)
+    for name, value in rows.items():
+        print(f"{name:<{width}}  {_format(value)}")
+
+
+def _write_json(path: str | None, payload: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def run_eval(args: argparse.Namespace) -> None:
+    from functools import lru_cache
+
+    from raedit.encoders import build_encoder
+    from raedit.eval.evaluate import evaluate_samples, parse_metrics
+    from raedit.eval.inception import InceptionFeatures
+    from raedit.eval.reference import load_reference
+    from raedit.eval.samples import iterate_batches, load_images
+
+    metrics = parse_metrics(args.metrics)
+    samples = load_images(args.samples)
+
+    @lru_cache(maxsize=1)
+    def inception() -> InceptionFeatures:
+        return InceptionFeatures(logits_file=args.inception_logits, device=args.device)
+
+    @lru_cache(maxsize=2)
+    def encoder(name: str):
+        return build_encoder(name, args.fd_encoder_weights).to(args.device)
+
+    reference = load_reference(
+        args.ref, resolution=samples.shape[1], limit=args.ref_limit, batch_size=args.batch_size,
+        need_inception=any(m in metrics for m in ("fid", "sfid")), need_pool_features="pr" in metrics,
+        encoder_names=(args.fd_encoder,) if "fd" in metrics else (), inception=inception, encoder=encoder,
+        cache_dir=args.cache_dir,
+    )
+    result = evaluate_samples(iterate_batches(samples, args.batch_size, args.samples), reference, metrics,
+                              inception, encoder, fd_encoder=args.fd_encoder)
+    _print_table({**result.values, "samples": result.num_samples, "reference": result.num_reference})
+    for note in result.notes:
+        print(f"note: {note}")
+    _write_json(args.json, {"samples": str(args.samples), "ref": args.ref, **result.to_json()})
+
+
+def run_eval_recon(args: argparse.Namespace) -> None:
+    from raedit.config import load_config
+    from raedit.eval.recon_job import EvalReconConfig, run_eval_recon as evaluate
+
+    config = load_config(EvalReconConfig, args.config, args.overrides)
+    result = evaluate(config)
+    notes = result.pop("notes")
+    _print_table({key: value for key, value in result.items() if key not in ("autoencoder", "data")})
+    for note in notes:
+        print(f"note: {note}")
+    _write_json(config.json, {**result, "notes": notes})
+
+
+def run_probe(args: argparse.Namespace) -> None:
+    from raedit.encoders import build_encoder
+    from raedit.eval.probe import probe_fashion_mnist
+
+    kwargs = {"input_size": args.input_size} if args.input_size else {}
+    encoder = build_encoder(args.encoder, args.encoder_weights, **kwargs)
+    result = probe_fashion_mnist(encoder, args.num_train, args.num_test, batch_size=args.batch_size,
+                                 weight_decay=args.weight_decay)
+    _print_table({"encoder": args.encoder, "train top-1": result.train_top1, "test top-1": result.test_top1,
+                  "train images": result.num_train, "test images": result.num_test})
+    _write_json(args.json, {"encoder": args.encoder, "data": args.data, **result.__dict__})
+
