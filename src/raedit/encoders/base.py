@@ -16,7 +16,9 @@ class Encoder(nn.Module, ABC):
 
     Subclasses set `input_size` (pixels, square), `patch_size` (pixels per token side), `channels` (token
     dimension), `pixel_mean` / `pixel_std` (3 values each, the normalization the network was trained with) and
-    `resize_mode`, and implement `forward_tokens` on normalized input.
+    `resize_mode` / `resize_antialias`, and implement `forward_tokens` on normalized input. The default resize,
+    bicubic without antialiasing, is the official RAE code's (it fixes the 256 -> 224 step of DINOv2, and so the
+    released statistics and decoders).
     """
 
     name: str
@@ -24,6 +26,7 @@ class Encoder(nn.Module, ABC):
     patch_size: int
     channels: int
     resize_mode: str = "bicubic"
+    resize_antialias: bool = False
 
     def __init__(self, pixel_mean: tuple[float, float, float], pixel_std: tuple[float, float, float]) -> None:
         super().__init__()
@@ -48,7 +51,7 @@ class Encoder(nn.Module, ABC):
         if images.shape[-2:] != (self.input_size, self.input_size):
             images = F.interpolate(
                 images, size=(self.input_size, self.input_size), mode=self.resize_mode,
-                align_corners=False, antialias=self.resize_mode in ("bilinear", "bicubic"),
+                align_corners=False, antialias=self.resize_antialias,
             )
         return (images - self.pixel_mean) / self.pixel_std
 

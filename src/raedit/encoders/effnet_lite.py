@@ -274,6 +274,7 @@ class EfficientNetLiteEncoder(Encoder):
     """
 
     resize_mode = "bicubic"
+    resize_antialias = True
 
     def __init__(self, network: EfficientNetLite, name: str, input_size: int) -> None:
         super().__init__(pixel_mean=(0.5, 0.5, 0.5), pixel_std=(0.5, 0.5, 0.5))

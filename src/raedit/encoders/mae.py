@@ -1,0 +1,54 @@
+"""MAE ViT-B/16 at 256 px, with no masking, as the RAE encoder (Sec. 3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import ViTMAEModel
+
+from raedit.encoders import EncoderSpec
+from raedit.encoders.base import Encoder
+from raedit.encoders.hub import load_pretrained, reject_options
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class MaeEncoder(Encoder):
+    """`facebook/vit-mae-base` (the encoder of the pre-training checkpoint): 256 px input, ImageNet mean/std.
+
+    The 14 x 14 position embeddings (224 px) are interpolated to 16 x 16. Masking is off (ratio 0) and tokens keep
+    their raster order: transformers' ViTMAE shuffles tokens by `argsort(noise)` even at ratio 0, so a fixed noise
+    `0, 1, ..., N-1` is passed (identity permutation). The CLS token is dropped and the final LayerNorm is applied
+    without its affine weight and bias, as in the official release (the model's own final LayerNorm is replaced by
+    an identity and the non-affine norm is applied in `forward_tokens`).
+    """
+
+    def __init__(self, spec: EncoderSpec, model: ViTMAEModel) -> None:
+        super().__init__(IMAGENET_MEAN, IMAGENET_STD)
+        self.name = spec.name
+        self.input_size = spec.input_size
+        self.patch_size = spec.patch_size
+        self.channels = model.config.hidden_size
+        self.final_norm_eps = model.config.layer_norm_eps
+        model.layernorm = nn.Identity()  # last_hidden_state is then the last block's output
+        self.model = model
+
+    @classmethod
+    def from_weights(cls, spec: EncoderSpec, source: str, **options: Any) -> "MaeEncoder":
+        """Load from a hub id or a local directory (see `raedit.encoders.hub.load_pretrained`)."""
+        reject_options(spec, options)
+        return cls(spec, load_pretrained(ViTMAEModel, spec, source, mask_ratio=0.0))
+
+    def forward_tokens(self, normalized: torch.Tensor) -> torch.Tensor:
+        """Normalized B x 3 x 256 x 256 -> B x 256 x C patch tokens in raster order, LayerNorm without affine."""
+        batch = normalized.shape[0]
+        raster_order = torch.arange(self.num_tokens, device=normalized.device, dtype=torch.float32)  # exact in fp32
+        hidden = self.model(
+            pixel_values=normalized, noise=raster_order.expand(batch, -1), interpolate_pos_encoding=True,
+        ).last_hidden_state
+        # Sec. 3 (encoder E), as the official release: the final LayerNorm without its affine weight and bias
+        return F.layer_norm(hidden[:, 1:], (self.channels,), eps=self.final_norm_eps)

@@ -1,0 +1,54 @@
+"""SigLIP2 ViT-B/16 at 256 px (fixed resolution) as the RAE encoder (Sec. 3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import SiglipVisionModel
+
+from raedit.encoders import EncoderSpec
+from raedit.encoders.base import Encoder
+from raedit.encoders.hub import load_pretrained, reject_options
+
+SIGLIP_MEAN = (0.5, 0.5, 0.5)
+SIGLIP_STD = (0.5, 0.5, 0.5)
+
+
+class Siglip2Encoder(Encoder):
+    """`google/siglip2-base-patch16-256`: 256 px input, mean/std 0.5, 16 x 16 patch tokens (SigLIP has no CLS).
+
+    The fixed-resolution SigLIP2 checkpoints are stored as `model_type: siglip` (the NaFlex ones as `siglip2`),
+    so the vision tower loads as transformers' `SiglipVisionModel`, without the text tower.
+
+    Output: the last block's tokens through `post_layernorm` without its affine weight and bias. The official
+    release does the same (it removes the affine of `post_layernorm` and takes `last_hidden_state`); we chose it
+    to match the released decoders and latent statistics, and because every token then has zero mean and unit
+    variance over channels, as for DINOv2 and MAE. The MAP pooling head is unused, so it is not built
+    (`vision_use_head=False`). The model's `post_layernorm` is replaced by an identity and the non-affine norm is
+    applied in `forward_tokens`.
+    """
+
+    def __init__(self, spec: EncoderSpec, model: SiglipVisionModel) -> None:
+        super().__init__(SIGLIP_MEAN, SIGLIP_STD)
+        self.name = spec.name
+        self.input_size = spec.input_size
+        self.patch_size = spec.patch_size
+        self.channels = model.config.hidden_size
+        self.final_norm_eps = model.config.layer_norm_eps
+        model.post_layernorm = nn.Identity()  # last_hidden_state is then the last block's output
+        self.model = model
+
+    @classmethod
+    def from_weights(cls, spec: EncoderSpec, source: str, **options: Any) -> "Siglip2Encoder":
+        """Load from a hub id or a local directory (see `raedit.encoders.hub.load_pretrained`)."""
+        reject_options(spec, options)
+        return cls(spec, load_pretrained(SiglipVisionModel, spec, source, vision_use_head=False))
+
+    def forward_tokens(self, normalized: torch.Tensor) -> torch.Tensor:
+        """Normalized B x 3 x 256 x 256 -> B x 256 x C patch tokens, LayerNorm without affine."""
+        hidden = self.model(pixel_values=normalized, interpolate_pos_encoding=True).last_hidden_state
+        # Sec. 3 (encoder E), as the official release: the final LayerNorm without its affine weight and bias
+        return F.layer_norm(hidden, (self.channels,), eps=self.final_norm_eps)
