@@ -1,0 +1,104 @@
+"""Config dataclasses of the training machinery; the stage-1 and stage-2 configs nest them.
+
+Durations are in epochs (floats allowed) so that one recipe fits any batch size and data set size; the loop
+turns them into optimizer steps once it knows the number of steps per epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class OptimConfig:
+    """AdamW and gradient clipping (recipe: lr 2e-4, betas 0.9/0.95, weight decay 0, clip 1.0 in stage 2)."""
+
+    lr: float = 2e-4
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 0.0
+    eps: float = 1e-8
+    grad_clip: float = 0.0  # max global gradient norm; 0 turns clipping off
+    fused: bool = True  # the fused AdamW kernel where the device has one
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate factor over training.
+
+    kind: "constant" | "cosine" (linear warm-up, then cosine to `min_lr`) |
+    "linear_decay" (linear warm-up, constant until `decay_start_epoch`, then linear to `min_lr` at
+    `decay_end_epoch`, or at the end of training when that is null).
+    """
+
+    kind: str = "cosine"
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+    decay_start_epoch: float = 0.0
+    decay_end_epoch: float | None = None
+
+
+@dataclass
+class EMAConfig:
+    """Exponential moving average of the weights, updated after every optimizer step."""
+
+    decay: float = 0.9999
+    enabled: bool = True
+
+
+@dataclass
+class CheckpointConfig:
+    """When checkpoints are written and how many are kept."""
+
+    every_steps: int = 0  # 0: only at epoch ends (per `every_epochs`), at the end and on interruption
+    every_epochs: int = 1  # 0: never at epoch ends
+    keep_last: int = 3  # 0 keeps all
+
+
+@dataclass
+class DistributedConfig:
+    """How the model is spread over processes (launched by torchrun, or a single process)."""
+
+    strategy: str = "ddp"  # "ddp" | "fsdp" (FSDP2 fully_shard) ; a single process needs no wrapper
+    backend: str | None = None  # null: nccl with CUDA, gloo otherwise
+    find_unused_parameters: bool = False
+
+
+@dataclass
+class PrecisionConfig:
+    """fp32 weights and optimizer; matmuls in TF32 where available; optional bf16 autocast."""
+
+    autocast: str = "fp32"  # "fp32" | "bf16"
+    tf32: bool = True
+
+
+@dataclass
+class LoggingConfig:
+    """Where metrics go: stdout always, TensorBoard when importable, wandb when asked and installed."""
+
+    every_steps: int = 10
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "raedit"
+    progress_bar: bool = True
+    image_every_steps: int = 0  # 0: no periodic image grids
+
+
+@dataclass
+class TrainLoopConfig:
+    """The generic loop: data, accumulation, duration, and the pieces above."""
+
+    epochs: int = 1
+    micro_batch_size: int = 32  # per process
+    grad_accum_steps: int = 1  # micro-batches per optimizer step
+    seed: int = 0
+    num_workers: int = 0
+    drop_last: bool = True  # drop the ragged end of each process's shard
+    stop_after_steps: int | None = None  # stop early (the schedule still spans `epochs`)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)

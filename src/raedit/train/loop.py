@@ -1,0 +1,427 @@
+"""The training loop both stages share: data sharding per epoch, gradient accumulation, one or more
+optimized models in turn, EMA, checkpoints, resume, and the stops (NaN/inf loss, SIGTERM, Ctrl-C).
+
+A loop is a list of `Phase`s over one data stream. Each optimizer step takes `grad_accum_steps`
+micro-batches; every active phase runs its loss over all of them (summing gradients, all-reduced only on the
+last), then clips, steps its optimizer and updates its EMA. Stage 2 has one phase (the DiT); stage 1 has
+two: the decoder (generator) and then the discriminator, which starts at a later epoch.
+
+Wiring, e.g. for stage 1 (on every rank):
+
+    ctx = init_distributed(config.train.distributed.backend)
+    decoder = wrap_model(decoder, ctx, config.train.distributed.strategy)
+    disc = wrap_model(disc, ctx, config.train.distributed.strategy)
+    steps = steps_per_epoch(len(data), config.train, ctx.world_size)
+    g_opt, d_opt = build_adamw(decoder.parameters(), ...), build_adamw(disc.parameters(), ...)
+    phases = [
+        Phase("generator", decoder, g_opt, g_loss, build_schedule(g_opt, ..., steps, epochs),
+              EMA(decoder, 0.9978), grad_clip),          # g_loss adds the GAN term once ctx.epoch >= its start
+        Phase("discriminator", disc, d_opt, d_loss, ..., start_epoch=d_start_epoch),
+    ]
+    result = TrainLoop(config.train, ctx, phases, data, RunDir(out), to_yaml(config)).run(resume=args.resume)
+
+g_loss can leave its reconstructions in `ctx.scratch` (keyed by `ctx.micro_index`) for d_loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from raedit.errors import RaeditError
+from raedit.train.checkpoint import Progress, TrainComponents, latest_checkpoint, load_checkpoint, save_checkpoint
+from raedit.train.config import TrainLoopConfig
+from raedit.train.distributed import DistContext, all_reduce_max, gradient_sync
+from raedit.train.ema import EMA
+from raedit.train.optim import clip_gradients
+from raedit.train.precision import autocast_context, configure_matmul_precision
+from raedit.train.rundir import RunDir, save_image_grid
+from raedit.train.sampling import EpochShardSampler
+from raedit.train.schedules import LRSchedule
+from raedit.train.tracking import MetricLogger, ProgressBar
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RaeditError):
+    """A loss or gradient norm became NaN or infinite; the run stopped before the optimizer step."""
+
+
+@dataclass
+class StepContext:
+    """What a loss function knows of the moment it is called at."""
+
+    step: int  # optimizer steps done before this one
+    epoch: int
+    micro_index: int  # which micro-batch of this optimizer step, 0 .. num_micro - 1
+    num_micro: int
+    phase: str
+    scratch: dict[str, Any]  # shared by all phases and micro-batches of this optimizer step
+
+
+LossFn = Callable[[Any, StepContext], "tuple[torch.Tensor, dict[str, torch.Tensor | float]]"]
+
+
+@dataclass
+class Phase:
+    """One model optimized by its own loss: `loss_fn(batch, ctx) -> (scalar loss, {name: value to log})`.
+
+    `model` is the module as wrapped by `wrap_model` (its gradients are what get synchronized); `batch` is a
+    micro-batch already on the device. The loss must be the mean over the micro-batch: the loop divides it by
+    the number of micro-batches, so accumulated gradients equal those of one large batch. A phase may call
+    another phase's model; through `distributed.unwrap_model(...)` that call skips DDP's gradient hooks, and
+    the gradients it leaves on that model are cleared before that model's own phase.
+    """
+
+    name: str
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: LossFn
+    scheduler: LRSchedule | None = None
+    ema: EMA | None = None
+    grad_clip: float = 0.0
+    start_epoch: int = 0  # the phase takes no steps before this epoch (its schedule still advances)
+
+
+@dataclass
+class LoopResult:
+    """Why the loop returned: "finished" (all epochs), "stopped" (stop_after_steps) or "interrupted"."""
+
+    reason: str
+    progress: Progress
+    checkpoint: Path | None = None
+    signal_name: str | None = None
+
+
+def steps_per_epoch(dataset_size: int, config: TrainLoopConfig, world_size: int) -> int:
+    """Optimizer steps in one epoch: each process's shard, cut into groups of accumulated micro-batches."""
+    shard = dataset_size // world_size if config.drop_last else -(-dataset_size // world_size)
+    return shard // (config.micro_batch_size * config.grad_accum_steps)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Data workers leave SIGINT/SIGTERM to the main process, which checkpoints and then ends them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@dataclass
+class _Running:
+    """Metric sums and time since the last log line."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # a phase not yet started logs nothing
+    steps: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+        self.steps += 1
+
+    def take_means(self, samples_per_step: int) -> dict[str, float]:
+        """Mean of each metric, plus steps/s and samples/s, since the last call; then start afresh."""
+        means = {key: value / self.counts[key] for key, value in self.sums.items()}
+        steps_per_second = self.steps / max(time.perf_counter() - self.started, 1e-9)
+        means["speed/steps_per_s"] = steps_per_second
+        means["speed/samples_per_s"] = steps_per_second * samples_per_step
+        self.sums, self.counts, self.steps, self.started = {}, {}, 0, time.perf_counter()
+        return means
+
+
+class TrainLoop:
+    """Runs `phases` over `dataset` for `config.epochs` epochs, checkpointing into `run_dir`.
+
+    images_fn: called on every rank every `config.logging.image_every_steps` steps; returns
+    {tag: images (B, C, H, W) in [0, 1]} that rank 0 saves as grids in the run's images/ folder.
+    on_step_end: called on every rank after each optimizer step.
+    """
+
+    def __init__(
+        self,
+        config: TrainLoopConfig,
+        ctx: DistContext,
+        phases: list[Phase],
+        dataset: Dataset,
+        run_dir: RunDir,
+        config_yaml: str = "",
+        collate_fn: Callable | None = None,
+        images_fn: Callable[[], dict[str, torch.Tensor]] | None = None,
+        on_step_end: Callable[[TrainLoop], None] | None = None,
+    ) -> None:
+        names = [phase.name for phase in phases]
+        if not phases or len(set(names)) != len(names):
+            raise ValueError(f"phases need distinct names, got {names}")
+        if config.grad_accum_steps < 1 or config.micro_batch_size < 1:
+            raise RaeditError("micro_batch_size and grad_accum_steps must be at least 1")
+        self.config = config
+        self.ctx = ctx
+        self.phases = phases
+        self.dataset = dataset
+        self.run_dir = run_dir
+        self.config_yaml = config_yaml
+        self.collate_fn = collate_fn
+        self.images_fn = images_fn
+        self.on_step_end = on_step_end
+        size = len(dataset)  # type: ignore[arg-type]
+        if size == 0:
+            raise RaeditError("the training data set is empty")
+        self.steps_per_epoch = steps_per_epoch(size, config, ctx.world_size)
+        if self.steps_per_epoch == 0:
+            raise RaeditError(
+                f"the data set ({size} items over {ctx.world_size} processes) is smaller than one optimizer "
+                f"step ({config.micro_batch_size} x {config.grad_accum_steps} per process)"
+            )
+        self.sampler = EpochShardSampler(size, ctx.rank, ctx.world_size, seed=config.seed, drop_last=config.drop_last)
+        self.progress = Progress()
+        self._signal: int | None = None
+        self._last_saved_step = -1
+        self._last_checkpoint: Path | None = None
+
+    # --- state ------------------------------------------------------------------------------------------
+
+    @property
+    def components(self) -> TrainComponents:
+        return TrainComponents(
+            models={p.name: p.model for p in self.phases},
+            optimizers={p.name: p.optimizer for p in self.phases},
+            schedulers={p.name: p.scheduler for p in self.phases if p.scheduler is not None},
+            emas={p.name: p.ema for p in self.phases if p.ema is not None},
+        )
+
+    @property
+    def samples_per_step(self) -> int:
+        return self.config.micro_batch_size * self.config.grad_accum_steps * self.ctx.world_size
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.config.epochs
+
+    def resume(self) -> bool:
+        """Load the newest complete checkpoint of the run, if there is one; True when one was loaded."""
+        path = latest_checkpoint(self.run_dir.checkpoints)
+        if path is None:
+            log.info("no checkpoint to resume from in %s: starting afresh", self.run_dir.checkpoints)
+            return False
+        self.progress = load_checkpoint(path, self.components, self.ctx)
+        self._last_saved_step = self.progress.step
+        self._last_checkpoint = path
+        return True
+
+    def save(self) -> Path | None:
+        """Write a checkpoint of the current state (call on every rank)."""
+        path = save_checkpoint(
+            self.run_dir.checkpoints,
+            self.components,
+            self.progress,
+            self.ctx,
+            config_yaml=self.config_yaml,
+            keep_last=self.config.checkpoint.keep_last,
+        )
+        self._last_saved_step = self.progress.step
+        self._last_checkpoint = path
+        return path
+
+    # --- signals ----------------------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self._signal is not None:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
+        self._signal = signum
+        log.warning("%s received: checkpointing after this step", signal.Signals(signum).name)
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, self._on_signal)
+        return previous
+
+    # --- the loop ---------------------------------------------------------------------------------------
+
+    def _loader(self, epoch: int) -> DataLoader:
+        start = self.progress.batch_in_epoch * self.config.micro_batch_size
+        self.sampler.set_epoch(epoch, start=start)
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch * 1009 + self.ctx.rank)
+        return DataLoader(
+            self.dataset,
+            batch_size=self.config.micro_batch_size,
+            sampler=self.sampler,
+            num_workers=self.config.num_workers,
+            collate_fn=self.collate_fn,
+            pin_memory=self.ctx.device.type == "cuda",
+            drop_last=True,
+            generator=generator,  # keeps the global RNG untouched, so a resumed run draws the same numbers
+            worker_init_fn=_ignore_stop_signals if self.config.num_workers > 0 else None,
+        )
+
+    def run(self, resume: bool = False) -> LoopResult:
+        """Train until the last epoch, `stop_after_steps`, a signal, or a non-finite loss (raised)."""
+        configure_matmul_precision(self.config.precision.tf32)
+        self._signal = None
+        if resume:
+            self.resume()
+        previous_handlers = self._install_signal_handlers()
+        metrics = MetricLogger(
+            self.run_dir.logs,
+            self.ctx.is_main,
+            tensorboard=self.config.logging.tensorboard,
+            wandb=self.config.logging.wandb,
+            wandb_project=self.config.logging.wandb_project,
+            run_config=OmegaConf.to_container(OmegaConf.create(self.config_yaml)) if self.config_yaml else None,
+        )
+        bar = ProgressBar(
+            self.total_steps,
+            self.progress.step,
+            self.samples_per_step,
+            enabled=self.ctx.is_main and self.config.logging.progress_bar,
+        )
+        try:
+            return self._run(metrics, bar)
+        finally:
+            bar.close()
+            metrics.close()
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
+
+    def _run(self, metrics: MetricLogger, bar: ProgressBar) -> LoopResult:
+        config = self.config
+        running = _Running()
+        stop_after = config.stop_after_steps
+        while self.progress.epoch < config.epochs:
+            epoch = self.progress.epoch
+            done_in_epoch = self.progress.batch_in_epoch // config.grad_accum_steps
+            batches = iter(self._loader(epoch))
+            for _ in range(done_in_epoch, self.steps_per_epoch):
+                if stop_after is not None and self.progress.step >= stop_after:
+                    return self._finish("stopped")
+                micro_batches = [_to_device(next(batches), self.ctx.device) for _ in range(config.grad_accum_steps)]
+                step_metrics = self._optimizer_step(micro_batches, epoch)
+                self.progress.step += 1
+                self.progress.batch_in_epoch += config.grad_accum_steps
+                running.add(step_metrics)
+                self._after_step(metrics, bar, running)
+                if self._stop_requested():
+                    return self._finish("interrupted")
+            self.progress.epoch += 1
+            self.progress.batch_in_epoch = 0
+            every_epochs = config.checkpoint.every_epochs
+            if every_epochs > 0 and self.progress.epoch % every_epochs == 0:
+                self.save()
+        return self._finish("finished")
+
+    def _optimizer_step(self, micro_batches: list[Any], epoch: int) -> dict[str, float]:
+        """Every active phase: accumulate gradients over the micro-batches, check, clip, step, EMA."""
+        num_micro = len(micro_batches)
+        scratch: dict[str, Any] = {}
+        logged: dict[str, float] = {}
+        for phase in self.phases:
+            if epoch < phase.start_epoch:
+                continue
+            phase.optimizer.zero_grad(set_to_none=True)
+            loss_sum = torch.zeros((), device=self.ctx.device)
+            part_sums: dict[str, torch.Tensor | float] = {}
+            for index, batch in enumerate(micro_batches):
+                step_ctx = StepContext(self.progress.step, epoch, index, num_micro, phase.name, scratch)
+                with gradient_sync(phase.model, enabled=index == num_micro - 1):
+                    with autocast_context(self.ctx.device, self.config.precision.autocast):
+                        loss, parts = phase.loss_fn(batch, step_ctx)
+                    (loss / num_micro).backward()
+                loss_sum += loss.detach().float()
+                for key, value in parts.items():
+                    value = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
+                    part_sums[key] = part_sums.get(key, 0.0) + value
+            params = [p for group in phase.optimizer.param_groups for p in group["params"]]
+            grad_norm = clip_gradients(params, phase.grad_clip)
+            if hasattr(grad_norm, "full_tensor"):
+                grad_norm = grad_norm.full_tensor()
+            loss_value = float(loss_sum) / num_micro
+            norm_value = float(grad_norm)
+            local_bad = 0.0 if math.isfinite(loss_value) and math.isfinite(norm_value) else 1.0
+            if all_reduce_max(local_bad, self.ctx.device) > 0:
+                self._raise_non_finite(phase.name, loss_value, norm_value)
+            phase.optimizer.step()
+            if phase.ema is not None:
+                phase.ema.update(phase.model)
+            logged[f"{phase.name}/loss"] = loss_value
+            logged[f"{phase.name}/grad_norm"] = norm_value
+            logged.update({f"{phase.name}/{k}": float(v) / num_micro for k, v in part_sums.items()})
+        for phase in self.phases:
+            if phase.scheduler is not None:
+                logged[f"{phase.name}/lr"] = phase.scheduler.get_last_lr()[0]
+                phase.scheduler.step()
+        return logged
+
+    def _raise_non_finite(self, phase: str, loss: float, norm: float) -> None:
+        where = f"step {self.progress.step + 1} (epoch {self.progress.epoch})"
+        kept = f"the last good checkpoint is {self._last_checkpoint}" if self._last_checkpoint else "no checkpoint yet"
+        what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {norm}"
+        if self.ctx.is_main:
+            log.error("phase '%s': non-finite %s at %s; stopping; %s", phase, what, where, kept)
+        raise NonFiniteLossError(f"non-finite {what} in phase '{phase}' at {where}; stopped; {kept}")
+
+    def _after_step(self, metrics: MetricLogger, bar: ProgressBar, running: _Running) -> None:
+        step = self.progress.step
+        log_every = self.config.logging.every_steps
+        if log_every > 0 and step % log_every == 0:
+            means = running.take_means(self.samples_per_step)
+            metrics.log(step, means)
+            bar.advance({k: v for k, v in means.items() if k.endswith("/loss")})
+        else:
+            bar.advance()
+        image_every = self.config.logging.image_every_steps
+        if self.images_fn is not None and image_every > 0 and step % image_every == 0:
+            grids = self.images_fn()
+            if self.ctx.is_main:
+                for tag, images in grids.items():
+                    save_image_grid(images, self.run_dir.image_path(tag, step))
+        every_steps = self.config.checkpoint.every_steps
+        if every_steps > 0 and step % every_steps == 0:
+            self.save()
+        if self.on_step_end is not None:
+            self.on_step_end(self)
+
+    def _stop_requested(self) -> bool:
+        """True on every rank when any rank got SIGTERM or SIGINT (one tiny all-reduce per step)."""
+        return all_reduce_max(1.0 if self._signal is not None else 0.0, self.ctx.device) > 0
+
+    def _finish(self, reason: str) -> LoopResult:
+        if self._last_saved_step != self.progress.step:
+            self.save()
+        signal_name = signal.Signals(self._signal).name if self._signal is not None else None
+        log.info("training %s at step %d (epoch %d)", reason, self.progress.step, self.progress.epoch)
+        return LoopResult(reason, self.progress, self._last_checkpoint, signal_name)
+
+
+__all__ = [
+    "LoopResult",
+    "NonFiniteLossError",
+    "Phase",
+    "StepContext",
+    "TrainLoop",
+    "steps_per_epoch",
+]
