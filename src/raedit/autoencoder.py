@@ -129,13 +129,14 @@ class RAE(nn.Module):
             tokens = self.add_noise(tokens)
         return self.normalize(self.tokens_to_latents(tokens))
 
-    def decode(self, latents: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, clamp: bool = True, decoder: nn.Module | None = None) -> torch.Tensor:
         """Normalized latents B x C x h x w -> images B x 3 x H x W in [0, 1] (unclamped with clamp=False,
-        for losses)."""
+        for losses). `decoder` stands in for `self.decoder` (its DDP wrapper, or EMA weights)."""
         if latents.ndim != 4 or tuple(latents.shape[1:]) != self.latent_shape:
             raise RaeditError(f"latents must be B x {' x '.join(map(str, self.latent_shape))} for encoder "
                               f"'{self.config.encoder}', got {tuple(latents.shape)}")
-        pixels = self.encoder.denormalize(self.decoder(self.latents_to_tokens(self.denormalize(latents))))
+        decoder = self.decoder if decoder is None else decoder
+        pixels = self.encoder.denormalize(decoder(self.latents_to_tokens(self.denormalize(latents))))
         return pixels.clamp(0.0, 1.0) if clamp else pixels
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

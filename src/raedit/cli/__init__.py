@@ -15,6 +15,7 @@ from raedit.errors import RaeditError
 
 COMMAND_MODULES = [
     "raedit.cli.autoencoder_commands",
+    "raedit.cli.train_commands",
 ]
 
 

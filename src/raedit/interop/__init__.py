@@ -1,0 +1,1 @@
+"""Interoperability with the official RAE release: key renames from its checkpoints to raedit's modules."""

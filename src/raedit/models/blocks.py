@@ -1,0 +1,236 @@
+"""LightningDiT building blocks (Sec. 4 and Appx. D): RMSNorm, SwiGLU, 2D RoPE, attention, adaLN-Zero blocks,
+and the embedders of latents, positions, time and class labels.
+
+Parameter names and layouts follow the official RAE release, so its weights compute the same function here
+(see `raedit.interop.official_dit`). Inside the transformer, tokens are (B, N, D) with N = h * w in row-major
+order (token index = row * w + column).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from raedit.errors import RaeditError
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm with a learned per-channel weight: x / sqrt(mean(x^2) + eps) * weight, computed in fp32."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (..., dim) -> (..., dim)."""
+        x_float = x.float()
+        normed = x_float * torch.rsqrt(x_float.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.type_as(x) * self.weight
+
+
+class SwiGLU(nn.Module):
+    """SwiGLU feed-forward: w3(silu(a) * b) with [a, b] = w12(x) (one fused input projection)."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.w12 = nn.Linear(dim, 2 * hidden_dim)
+        self.w3 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (B, N, dim) -> (B, N, dim)."""
+        gate, value = self.w12(x).chunk(2, dim=-1)
+        return self.w3(F.silu(gate) * value)
+
+
+def swiglu_hidden_dim(dim: int, mlp_ratio: float = 4.0) -> int:
+    """LightningDiT's SwiGLU width int(2/3 * mlp_ratio * dim): about the parameters of a GELU MLP of ratio 4."""
+    return int(2 / 3 * int(dim * mlp_ratio))
+
+
+def rope_2d_tables(head_dim: int, grid: tuple[int, int], theta: float = 10000.0) -> tuple[Tensor, Tensor]:
+    """Cos and sin tables of the 2D rotary embedding, each (h * w, head_dim).
+
+    Half of the head dimension rotates with the row index, the other half with the column index (rows first).
+    Within each half, channel pairs (2i, 2i + 1) rotate together at frequency theta^(-2i / (head_dim / 2)), so
+    every frequency appears twice in a row, as in the EVA-02 rotary embedding the official code uses.
+    """
+    if head_dim % 4:
+        raise RaeditError(f"2D RoPE needs a head dimension divisible by 4, got {head_dim}")
+    axis_dim = head_dim // 2
+    freqs = 1.0 / (theta ** (torch.arange(0, axis_dim, 2).float() / axis_dim))  # (axis_dim / 2,)
+    height, width = grid
+    row_angles = torch.outer(torch.arange(height).float(), freqs).repeat_interleave(2, dim=-1)  # (h, axis_dim)
+    col_angles = torch.outer(torch.arange(width).float(), freqs).repeat_interleave(2, dim=-1)  # (w, axis_dim)
+    angles = torch.cat(
+        [
+            row_angles[:, None, :].expand(height, width, axis_dim),
+            col_angles[None, :, :].expand(height, width, axis_dim),
+        ],
+        dim=-1,
+    ).reshape(height * width, head_dim)
+    return angles.cos(), angles.sin()
+
+
+def rotate_pairs(x: Tensor) -> Tensor:
+    """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...) along the last dimension."""
+    pairs = x.unflatten(-1, (-1, 2))
+    return torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+
+
+class RotaryEmbedding2D(nn.Module):
+    """2D RoPE for a fixed token grid; the tables are persistent buffers (they are in the released checkpoints)."""
+
+    def __init__(self, head_dim: int, grid: tuple[int, int], theta: float = 10000.0) -> None:
+        super().__init__()
+        freqs_cos, freqs_sin = rope_2d_tables(head_dim, grid, theta)
+        self.register_buffer("freqs_cos", freqs_cos)
+        self.register_buffer("freqs_sin", freqs_sin)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (B, heads, N, head_dim) -> rotated, same shape."""
+        return x * self.freqs_cos + rotate_pairs(x) * self.freqs_sin
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with qkv bias, optional qk-norm (RMSNorm per head) and RoPE, via SDPA."""
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = False) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise RaeditError(f"width {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.q_norm: nn.Module = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm: nn.Module = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, rope: RotaryEmbedding2D | None = None) -> Tensor:
+        """x: (B, N, dim) -> (B, N, dim)."""
+        batch, tokens, dim = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B, heads, N, head_dim)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = rope(q).to(v.dtype), rope(k).to(v.dtype)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """adaLN modulation x * (1 + scale) + shift; x (B, N, D), shift/scale (B, 1, D) or (B, N, D)."""
+    return x * (1 + scale) + shift
+
+
+class DiTBlock(nn.Module):
+    """LightningDiT block with adaLN-Zero (Sec. 4, Appx. D).
+
+    Six modulation vectors (shift, scale, gate for attention, then for the MLP) come from SiLU -> Linear of the
+    condition, either one vector per sample (B, D) or one per token (B, N, D) as in the DiT^DH head (Sec. 5).
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qk_norm: bool = False) -> None:
+        super().__init__()
+        self.norm1 = RMSNorm(dim)
+        self.attn = Attention(dim, num_heads, qk_norm=qk_norm)
+        self.norm2 = RMSNorm(dim)
+        self.mlp = SwiGLU(dim, swiglu_hidden_dim(dim, mlp_ratio))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def forward(self, x: Tensor, cond: Tensor, rope: RotaryEmbedding2D | None = None) -> Tensor:
+        """x: (B, N, D); cond: (B, D) or (B, N, D) -> (B, N, D)."""
+        if cond.dim() == 2:
+            cond = cond.unsqueeze(1)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(cond).chunk(6, dim=-1)
+        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), rope=rope)
+        return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class FinalLayer(nn.Module):
+    """RMSNorm, adaLN shift/scale (no gate) from the condition, then a Linear to the latent channels."""
+
+    def __init__(self, dim: int, out_channels: int) -> None:
+        super().__init__()
+        self.norm_final = RMSNorm(dim)
+        self.linear = nn.Linear(dim, out_channels)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        """x: (B, N, D); cond: (B, D) or (B, N, D) -> (B, N, out_channels)."""
+        if cond.dim() == 2:
+            cond = cond.unsqueeze(1)
+        shift, scale = self.adaLN_modulation(cond).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+class LatentEmbed(nn.Module):
+    """Patch size 1 on the latent grid: a per-token Linear C -> D, stored as a 1x1 convolution (official layout)."""
+
+    def __init__(self, in_channels: int, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, dim, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (B, C, h, w) -> tokens (B, h * w, D)."""
+        tokens = x.flatten(2).transpose(1, 2)
+        return F.linear(tokens, self.proj.weight.flatten(1), self.proj.bias)
+
+
+def sincos_pos_embed_2d(dim: int, grid: tuple[int, int]) -> Tensor:
+    """Fixed 2D sin-cos position embedding, (h * w, dim).
+
+    The first half of the channels encodes the column index, the second half the row index (the layout of the
+    official `get_2d_sincos_pos_embed`); each half is [sin(pos * omega), cos(pos * omega)] with
+    omega_i = 10000^(-i / (dim / 4)).
+    """
+    if dim % 4:
+        raise RaeditError(f"the sin-cos position embedding needs a width divisible by 4, got {dim}")
+    height, width = grid
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
+    rows, cols = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij"
+    )
+
+    def encode(positions: Tensor) -> Tensor:
+        angles = torch.outer(positions.reshape(-1), omega)
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([encode(cols), encode(rows)], dim=1).float()
+
+
+class GaussianFourierTimeEmbedding(nn.Module):
+    """Time embedding: frozen random frequencies W ~ N(0, 1) (256), [sin, cos](2 pi t W) (512) -> MLP.
+
+    t is the raw flow time in [0, 1]. W is a frozen parameter, so it is saved with the weights.
+    """
+
+    def __init__(self, dim: int, num_frequencies: int = 256) -> None:
+        super().__init__()
+        self.W = nn.Parameter(torch.randn(num_frequencies), requires_grad=False)
+        self.mlp = nn.Sequential(nn.Linear(2 * num_frequencies, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: Tensor) -> Tensor:
+        """t: (B,) -> (B, dim)."""
+        angles = t[:, None].float() * self.W.detach()[None, :] * (2 * math.pi)
+        return self.mlp(torch.cat([angles.sin(), angles.cos()], dim=-1))
+
+
+class LabelEmbedder(nn.Module):
+    """Class embedding table with a null class (index num_classes) for guidance; labels drop to null in training."""
+
+    def __init__(self, num_classes: int, dim: int, dropout_prob: float = 0.1) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.dropout_prob = dropout_prob
+        self.embedding_table = nn.Embedding(num_classes + 1, dim)
+
+    def forward(self, labels: Tensor, train: bool) -> Tensor:
+        """labels: (B,) int in [0, num_classes] -> (B, dim); with train, each drops to null with dropout_prob."""
+        if train and self.dropout_prob > 0:
+            drop = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
+            labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+        return self.embedding_table(labels)

@@ -1,0 +1,130 @@
+"""DiT^DH (Sec. 5): a DiT backbone plus a shallow, wide head that re-embeds x_t and predicts the velocity.
+
+    c = SiLU(t_emb + class_emb)                            global condition of the backbone blocks
+    s = backbone blocks(embed(x_t) + pos_embed | c)        (B, N, D_backbone)
+    s = Linear(SiLU(t_emb + s))                            per-token condition of the head, (B, N, D_head)
+    h = head blocks(embed_head(x_t) | s)                   (B, N, D_head), modulated per token
+    v = Linear(RMSNorm(h) * (1 + scale(s)) + shift(s))     (B, N, C)
+
+This is the function of the official `DiTwDDTHead` (the backbone blocks see SiLU applied twice to t + y:
+once here and once inside adaLN), so released weights load by renaming alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from raedit.models.blocks import (
+    DiTBlock,
+    FinalLayer,
+    GaussianFourierTimeEmbedding,
+    LabelEmbedder,
+    LatentEmbed,
+    RotaryEmbedding2D,
+    sincos_pos_embed_2d,
+)
+from raedit.models.dit import check_latent_shape, tokens_to_latent, warn_if_narrower_than_latent
+
+
+class DiTDH(nn.Module):
+    """DiT^DH: latents (B, C, h, w), time t (B,), labels (B,) -> velocity (B, C, h, w)."""
+
+    def __init__(
+        self,
+        latent_shape: tuple[int, int, int],
+        depth: int = 28,
+        width: int = 1152,
+        num_heads: int = 16,
+        head_depth: int = 2,
+        head_width: int = 2048,
+        head_num_heads: int = 16,
+        num_classes: int = 1000,
+        class_dropout_prob: float = 0.1,
+        mlp_ratio: float = 4.0,
+        qk_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        channels, height, width_tokens = latent_shape
+        self.latent_shape = (channels, height, width_tokens)
+        self.grid = (height, width_tokens)
+        self.num_classes = num_classes
+        self._config: dict[str, Any] = dict(
+            latent_shape=list(self.latent_shape),
+            depth=depth,
+            width=width,
+            num_heads=num_heads,
+            head_depth=head_depth,
+            head_width=head_width,
+            head_num_heads=head_num_heads,
+            num_classes=num_classes,
+            class_dropout_prob=class_dropout_prob,
+            mlp_ratio=mlp_ratio,
+            qk_norm=qk_norm,
+        )
+        # Sec. 4.1: the head produces the output, so its width is the one the width rule constrains.
+        warn_if_narrower_than_latent(head_width, channels, "DiT^DH head")
+
+        # Backbone (Sec. 5: a standard DiT of width D_backbone).
+        self.backbone_embedder = LatentEmbed(channels, width)
+        self.pos_embed = nn.Parameter(torch.zeros(1, height * width_tokens, width), requires_grad=False)
+        self.t_embedder = GaussianFourierTimeEmbedding(width)
+        self.y_embedder = LabelEmbedder(num_classes, width, class_dropout_prob)
+        self.backbone_rope = RotaryEmbedding2D(width // num_heads, self.grid)
+        self.blocks = nn.ModuleList(
+            [DiTBlock(width, num_heads, mlp_ratio=mlp_ratio, qk_norm=qk_norm) for _ in range(depth)]
+        )
+        # Head (Sec. 5: shallow and wide, re-embeds x_t, modulated per token by the backbone output).
+        self.head_projector: nn.Module = nn.Linear(width, head_width) if width != head_width else nn.Identity()
+        self.head_embedder = LatentEmbed(channels, head_width)
+        self.head_rope = RotaryEmbedding2D(head_width // head_num_heads, self.grid)
+        self.head_blocks = nn.ModuleList(
+            [DiTBlock(head_width, head_num_heads, mlp_ratio=mlp_ratio, qk_norm=qk_norm) for _ in range(head_depth)]
+        )
+        self.final_layer = FinalLayer(head_width, channels)
+        self.initialize_weights()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments, enough to rebuild the model."""
+        return dict(self._config)
+
+    @property
+    def null_label(self) -> int:
+        """The class id of the unconditional (null) embedding."""
+        return self.num_classes
+
+    def initialize_weights(self) -> None:
+        """Official DiT^DH init: default Linear init, xavier embedders, zero adaLN and output layers."""
+        with torch.no_grad():
+            self.pos_embed.copy_(sincos_pos_embed_2d(self.pos_embed.shape[-1], self.grid).unsqueeze(0))
+        for embedder in (self.backbone_embedder, self.head_embedder):
+            nn.init.xavier_uniform_(embedder.proj.weight.view(embedder.proj.weight.shape[0], -1))
+            nn.init.zeros_(embedder.proj.bias)
+        nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        for block in [*self.blocks, *self.head_blocks]:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor) -> Tensor:
+        """x: (B, C, h, w) latents at time t (B,) in [0, 1]; labels: (B,) -> velocity (B, C, h, w)."""
+        check_latent_shape(x, self.latent_shape, "DiT^DH")
+        t_emb = self.t_embedder(t)  # (B, D)
+        cond = F.silu(t_emb + self.y_embedder(labels, self.training))
+        s = self.backbone_embedder(x) + self.pos_embed
+        for block in self.blocks:
+            s = block(s, cond, rope=self.backbone_rope)
+        # Sec. 5: the backbone output, with the time embedding, conditions the head per token.
+        s = self.head_projector(F.silu(t_emb.unsqueeze(1) + s))  # (B, N, D_head)
+        h = self.head_embedder(x)
+        for block in self.head_blocks:
+            h = block(h, s, rope=self.head_rope)
+        return tokens_to_latent(self.final_layer(h, s), self.grid)

@@ -1,0 +1,190 @@
+"""Stage 1 (Sec. 3, App. C): train the RAE decoder on frozen encoder tokens.
+
+Two phases per optimizer step, on the shared `TrainLoop`:
+  decoder:        L1 + w_p * perceptual (+ w_g * lambda_adaptive * GAN from `loss.gan_start_epoch`), on
+                  noise-augmented latents (Sec. 4.3); EMA of the decoder weights.
+  discriminator:  hinge loss on real vs. the decoder's (8-bit quantized) reconstructions of the same step,
+                  from `loss.disc_start_epoch`; its heads' gradients are all-reduced like the decoder's.
+At the end, the EMA decoder is written as a complete RAE (`<run>/rae/`) and scored on held-out images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from raedit.autoencoder import RAE, AutoencoderConfig
+from raedit.config import to_yaml
+from raedit.data import DataConfig, build_dataset
+from raedit.data.image_folder import collate_skipping
+from raedit.errors import RaeditError
+from raedit.eval.recon_metrics import psnr, ssim
+from raedit.losses import (
+    DecoderLossConfig,
+    adaptive_gan_weight,
+    build_discriminator,
+    build_perceptual_loss,
+    discriminator_loss,
+    generator_adversarial_loss,
+    l1_loss,
+)
+from raedit.train.config import EMAConfig, TrainLoopConfig
+from raedit.train.distributed import DistContext, init_distributed, unwrap_model, wrap_model
+from raedit.train.ema import EMA
+from raedit.train.loop import LoopResult, Phase, StepContext, TrainLoop, steps_per_epoch
+from raedit.train.optim import build_adamw
+from raedit.train.rundir import RunDir
+from raedit.train.schedules import build_schedule
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Stage1Config:
+    """`raedit train-decoder`: the autoencoder, its training data, the losses and the loop."""
+
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    eval_data: DataConfig = field(default_factory=lambda: DataConfig(split="test"))
+    loss: DecoderLossConfig = field(default_factory=DecoderLossConfig)
+    train: TrainLoopConfig = field(default_factory=lambda: TrainLoopConfig(ema=EMAConfig(decay=0.9978)))
+    run_dir: str = "runs/stage1"
+    preview_images: int = 16  # held-out images reconstructed into a grid every logging.image_every_steps
+    eval_images: int = 256  # held-out images scored (PSNR, SSIM) at the end
+
+
+def _first_images(config: DataConfig, count: int) -> torch.Tensor:
+    """The first `count` readable images of a data set, B x 3 x H x W in [0, 1]."""
+    dataset = build_dataset(config)
+    loader = DataLoader(dataset, batch_size=min(count, 256) or 1, collate_fn=collate_skipping)
+    kept: list[torch.Tensor] = []
+    for images, _, _ in loader:
+        kept.append(images)
+        if sum(len(batch) for batch in kept) >= count:
+            break
+    return torch.cat(kept)[:count]
+
+
+class DecoderTraining:
+    """The models, losses and phases of one stage-1 run (built the same way on every rank)."""
+
+    def __init__(self, config: Stage1Config, ctx: DistContext) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.rae = RAE(config.autoencoder).to(ctx.device).train()
+        height, width = self.rae.image_size
+        for name, data in (("data", config.data), ("eval_data", config.eval_data)):
+            if (data.resolution, data.resolution) != (height, width):
+                raise RaeditError(f"{name}.resolution is {data.resolution}, but the decoder outputs {height}x{width} "
+                                  "(token grid x decoder_patch_size): the target images must match")
+        self.ema_rae = RAE(config.autoencoder, encoder=self.rae.encoder).to(ctx.device).eval()
+        loss = config.loss
+        self.perceptual = build_perceptual_loss(loss.perceptual, loss.vgg_weights).to(ctx.device)
+        discriminator = build_discriminator(loss.discriminator_backbone, loss.discriminator_input_size,
+                                            loss.discriminator_kernel_size, loss.discriminator_group_size,
+                                            loss.discriminator_weights)
+        strategy = config.train.distributed.strategy
+        self.decoder = wrap_model(self.rae.decoder, ctx, strategy)
+        self.discriminator = wrap_model(discriminator, ctx, "ddp")
+
+    def phases(self, num_items: int) -> list[Phase]:
+        train, loss = self.config.train, self.config.loss
+        per_epoch = steps_per_epoch(num_items, train, self.ctx.world_size)
+        decoder_optimizer = build_adamw(self.decoder.parameters(), train.optim)
+        trainable_heads = [p for p in self.discriminator.parameters() if p.requires_grad]
+        disc_optimizer = build_adamw(trainable_heads, train.optim)
+        return [
+            Phase("decoder", self.decoder, decoder_optimizer, self.decoder_loss,
+                  build_schedule(decoder_optimizer, train.schedule, per_epoch, train.epochs),
+                  EMA(self.decoder, train.ema.decay) if train.ema.enabled else None, train.optim.grad_clip),
+            Phase("discriminator", self.discriminator, disc_optimizer, self.discriminator_loss,
+                  build_schedule(disc_optimizer, train.schedule, per_epoch, train.epochs),
+                  None, train.optim.grad_clip, start_epoch=loss.disc_start_epoch),
+        ]
+
+    def decoder_loss(self, batch: tuple, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """L1 + w_p * perceptual (+ w_g * lambda * GAN) on a reconstruction of noise-augmented latents."""
+        images = batch[0]
+        loss = self.config.loss
+        reconstruction = self.rae.decode(self.rae.encode(images), clamp=False, decoder=self.decoder)
+        ctx.scratch[f"reconstruction{ctx.micro_index}"] = reconstruction.detach()
+        l1 = l1_loss(reconstruction, images)
+        perceptual = self.perceptual(reconstruction, images)
+        reconstruction_loss = l1 + loss.perceptual_weight * perceptual
+        parts = {"l1": l1, "perceptual": perceptual}
+        if ctx.epoch < loss.gan_start_epoch:
+            return reconstruction_loss, parts
+        discriminator = unwrap_model(self.discriminator).eval()  # spectral norms advance on D steps only
+        gan = generator_adversarial_loss(discriminator, reconstruction, loss.diffaug_translation, loss.diffaug_color)
+        discriminator.train()
+        last_layer = unwrap_model(self.decoder).last_layer
+        weight = adaptive_gan_weight(reconstruction_loss, gan, last_layer, loss.max_adaptive_weight)
+        parts.update(gan=gan, adaptive_weight=weight)
+        return reconstruction_loss + loss.gan_weight * weight * gan, parts
+
+    def discriminator_loss(self, batch: tuple, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Hinge loss on this step's real images and the decoder's reconstructions of them."""
+        reconstruction = ctx.scratch[f"reconstruction{ctx.micro_index}"].clamp(0.0, 1.0)
+        loss = self.config.loss
+        value = discriminator_loss(self.discriminator, batch[0], reconstruction, loss.diffaug_translation,
+                                   loss.diffaug_color)
+        return value, {}
+
+    @torch.no_grad()
+    def load_ema_decoder(self, ema: EMA | None) -> RAE:
+        """`ema_rae` with the EMA decoder weights (the live ones when EMA is off)."""
+        if ema is not None:
+            ema.copy_to(self.ema_rae.decoder)
+        else:
+            self.ema_rae.decoder.load_state_dict(unwrap_model(self.decoder).state_dict())
+        return self.ema_rae
+
+    @torch.no_grad()
+    def ema_reconstructions(self, images: torch.Tensor, ema: EMA | None) -> torch.Tensor:
+        """Reconstructions of `images` (B x 3 x H x W in [0, 1]) by the EMA decoder, on the CPU."""
+        rae = self.load_ema_decoder(ema)
+        return torch.cat([rae.decode(rae.encode(chunk.to(self.ctx.device))).cpu() for chunk in images.split(64)])
+
+
+def train_decoder(config: Stage1Config, resume: bool = False) -> LoopResult:
+    """Run stage 1 to the end (or a stop); rank 0 writes `<run_dir>/rae/` and `<run_dir>/recon_metrics.json`."""
+    ctx = init_distributed(config.train.distributed.backend)
+    torch.manual_seed(config.train.seed)
+    run_dir = RunDir(config.run_dir)
+    config_yaml = to_yaml(config)
+    if ctx.is_main:
+        run_dir.create(config_yaml)
+    dataset = build_dataset(config.data)
+    training = DecoderTraining(config, ctx)
+    phases = training.phases(len(dataset))
+    ema = phases[0].ema
+    preview = _first_images(config.eval_data, config.preview_images) if config.preview_images else None
+
+    def preview_grid() -> dict[str, torch.Tensor]:
+        reconstructions = training.ema_reconstructions(preview, ema)
+        return {"reconstruction": torch.cat([preview, reconstructions])}
+
+    loop = TrainLoop(config.train, ctx, phases, dataset, run_dir, config_yaml, collate_fn=collate_skipping,
+                     images_fn=preview_grid if preview is not None else None)
+    result = loop.run(resume=resume)
+    if ctx.is_main:
+        export = Path(config.run_dir) / "rae"
+        training.load_ema_decoder(ema).save_pretrained(export)
+        metrics = score_reconstructions(training, ema, config)
+        (Path(config.run_dir) / "recon_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        logger.info("EMA decoder written to %s; held-out PSNR %.2f dB, SSIM %.4f over %d images",
+                    export, metrics["psnr"], metrics["ssim"], metrics["images"])
+    return result
+
+
+def score_reconstructions(training: DecoderTraining, ema: EMA | None, config: Stage1Config) -> dict:
+    """Mean PSNR and SSIM of the EMA decoder's reconstructions of the first `eval_images` held-out images."""
+    images = _first_images(config.eval_data, config.eval_images)
+    reconstructions = training.ema_reconstructions(images, ema)
+    return {"images": len(images), "psnr": float(psnr(reconstructions, images).mean()),
+            "ssim": float(ssim(reconstructions, images).mean()), "split": config.eval_data.split}
