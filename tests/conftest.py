@@ -28,3 +28,9 @@ class PatchEncoder(Encoder):
 @pytest.fixture
 def patch_encoder() -> PatchEncoder:
     return PatchEncoder().eval()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # One thread per test process (`make test` runs two with pytest-xdist): small tensor work with two threads
+    # on a loaded 2-core machine is many times slower than with one.
+    torch.set_num_threads(1)

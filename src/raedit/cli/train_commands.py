@@ -19,7 +19,7 @@ def run_train_decoder(args: argparse.Namespace) -> int:
     from raedit.train.stage1 import Stage1Config, train_decoder
 
     config = load_config(Stage1Config, args.config, args.overrides)
-    result = train_decoder(config, resume=args.resume)
+    result, _ = train_decoder(config, resume=args.resume)
     if result.signal_name is not None:
         return 128 + int(signal.Signals[result.signal_name])
     return 0

@@ -151,8 +151,10 @@ class DecoderTraining:
         return torch.cat([rae.decode(rae.encode(chunk.to(self.ctx.device))).cpu() for chunk in images.split(64)])
 
 
-def train_decoder(config: Stage1Config, resume: bool = False) -> LoopResult:
-    """Run stage 1 to the end (or a stop); rank 0 writes `<run_dir>/rae/` and `<run_dir>/recon_metrics.json`."""
+def train_decoder(config: Stage1Config, resume: bool = False) -> tuple[LoopResult, DecoderTraining]:
+    """Run stage 1 to the end (or a stop); rank 0 writes `<run_dir>/rae/` and `<run_dir>/recon_metrics.json`.
+
+    Returns why the loop ended and the trained models."""
     ctx = init_distributed(config.train.distributed.backend)
     torch.manual_seed(config.train.seed)
     run_dir = RunDir(config.run_dir)
@@ -179,7 +181,7 @@ def train_decoder(config: Stage1Config, resume: bool = False) -> LoopResult:
         (Path(config.run_dir) / "recon_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         logger.info("EMA decoder written to %s; held-out PSNR %.2f dB, SSIM %.4f over %d images",
                     export, metrics["psnr"], metrics["ssim"], metrics["images"])
-    return result
+    return result, training
 
 
 def score_reconstructions(training: DecoderTraining, ema: EMA | None, config: Stage1Config) -> dict:

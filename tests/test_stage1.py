@@ -1,0 +1,122 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from raedit.autoencoder import RAE
+from raedit.config import load_config
+from raedit.errors import RaeditError
+from raedit.train.stage1 import Stage1Config, train_decoder
+
+TINY = [
+    "autoencoder.encoder=effnet-lite0", "autoencoder.encoder_input_size=64", "autoencoder.decoder_size=tiny",
+    "autoencoder.decoder_patch_size=8", "autoencoder.noise_tau=2.0",
+    "data.resolution=32", "eval_data.resolution=32", "loss.discriminator_input_size=64",
+    "train.micro_batch_size=8", "train.logging.every_steps=1", "train.logging.tensorboard=false",
+    "train.logging.progress_bar=false", "preview_images=4", "eval_images=8",
+]
+
+
+def tiny_config(tmp_path, *extra: str) -> Stage1Config:
+    return load_config(Stage1Config, overrides=[*TINY, f"run_dir={tmp_path / 'run'}", *extra])
+
+
+def logged(run_dir, key):
+    rows = [json.loads(line) for line in (run_dir / "logs" / "metrics.jsonl").read_text().splitlines()]
+    return [row[key] for row in rows if key in row]
+
+
+def test_decoder_training_lowers_l1_and_writes_grids_and_a_loadable_rae(tmp_path):
+    torch.manual_seed(0)
+    config = tiny_config(tmp_path, "data.limit=64", "train.epochs=6", "train.logging.image_every_steps=24",
+                         "train.optim.lr=1e-3", "train.schedule.kind=constant", "train.ema.decay=0.9",
+                         "loss.disc_start_epoch=4", "loss.gan_start_epoch=5")
+    result, _ = train_decoder(config)
+    run_dir = tmp_path / "run"
+    assert result.reason == "finished" and result.progress.step == 48
+    l1 = logged(run_dir, "decoder/l1")
+    assert len(l1) == 48
+    first, last = sum(l1[:8]) / 8, sum(l1[-8:]) / 8
+    assert last < 0.6 * first  # reconstruction L1 falls
+    assert logged(run_dir, "decoder/gan")  # the G-side GAN term switched on at its epoch
+    assert len(logged(run_dir, "discriminator/loss")) == 16  # D steps only from epoch 4 (2 epochs x 8 steps)
+    assert sorted(p.name for p in (run_dir / "images").iterdir()) == [
+        "reconstruction-step00000024.png", "reconstruction-step00000048.png"]
+    metrics = json.loads((run_dir / "recon_metrics.json").read_text())
+    rae = RAE.from_pretrained(run_dir / "rae").eval()
+    assert metrics["images"] == 8 and metrics["psnr"] > 10
+    assert rae.image_size == (32, 32)
+
+
+def test_targets_that_do_not_match_the_decoder_output_are_an_error(tmp_path):
+    with pytest.raises(RaeditError, match="data.resolution is 64, but the decoder outputs 32x32"):
+        train_decoder(tiny_config(tmp_path, "data.resolution=64"))
+
+
+def test_empty_image_folder_is_an_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RaeditError, match="no images"):
+        train_decoder(tiny_config(tmp_path, "data.name=folder", f"data.path={tmp_path / 'empty'}"))
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    from raedit.train import stage1
+
+    calls = {"n": 0}
+    original = stage1.l1_loss
+
+    def poisoned(images, targets):
+        calls["n"] += 1
+        value = original(images, targets)
+        return value * float("nan") if calls["n"] == 5 else value
+
+    monkeypatch.setattr(stage1, "l1_loss", poisoned)
+    config = tiny_config(tmp_path, "data.limit=64", "train.epochs=1", "train.checkpoint.every_steps=2")
+    with pytest.raises(RaeditError, match=r"non-finite loss .* at step 5 .*step-00000004"):
+        train_decoder(config)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-00000002",
+                                                                                      "step-00000004"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_ranks_hold_identical_decoder_and_discriminator_weights(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(f"""
+        import os
+        import torch
+        from safetensors.torch import save_file
+        from raedit.config import load_config
+        from raedit.train.distributed import unwrap_model
+        from raedit.train.stage1 import Stage1Config, train_decoder
+        overrides = {TINY!r} + ["data.limit=32", "train.epochs=1", "loss.disc_start_epoch=0",
+                                "loss.gan_start_epoch=0", "run_dir={tmp_path / 'run'}"]
+        torch.manual_seed(int(os.environ["RANK"]))  # different initial weights: DDP must broadcast rank 0's
+        result, training = train_decoder(load_config(Stage1Config, overrides=overrides))
+        state = {{"decoder." + k: v for k, v in unwrap_model(training.decoder).state_dict().items()}}
+        heads = unwrap_model(training.discriminator).heads.state_dict()
+        state.update({{"heads." + k: v for k, v in heads.items()}})
+        save_file({{k: v.contiguous() for k, v in state.items()}}, "{tmp_path}/rank" + os.environ["RANK"] + ".safetensors")
+        os._exit(0)  # gloo can abort at interpreter exit after all work is done
+    """))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_port", str(free_port()), str(script)],
+                            capture_output=True, text=True, env=env, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
+    assert rank0.keys() == rank1.keys()
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+    # 2 steps of 8 per rank (32 images / 2 ranks / 8); one checkpoint folder, written by rank 0
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-00000002"]
