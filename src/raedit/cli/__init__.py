@@ -16,6 +16,9 @@ from raedit.errors import RaeditError
 COMMAND_MODULES = [
     "raedit.cli.autoencoder_commands",
     "raedit.cli.train_commands",
+    "raedit.cli.eval_commands",
+    "raedit.cli.experiment_commands",
+    "raedit.cli.diffusion_commands",
 ]
 
 

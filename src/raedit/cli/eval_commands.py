@@ -20,7 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fd-encoder-weights", help="hub id or local directory of the fd encoder's weights")
     parser.add_argument("--inception-logits", help="file with the TF Inception's 1008 x 2048 softmax weights "
                                                    "(needed for IS)")
-    parser.add_argument("--ref-limit", type=int, help="use only the first N reference images")
+    parser.add_argument("--ref-limit", type=int,
+                        help="use only the first N reference images (Inception runs at about 9 images/s on CPU; "
+                             "statistics are cached, so each reference is computed once)")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--cache-dir", help="folder for cached reference statistics "
                                             "(default $RAEDIT_CACHE/eval or ~/.cache/raedit/eval)")
@@ -102,7 +104,10 @@ def run_eval_recon(args: argparse.Namespace) -> None:
     from raedit.config import load_config
     from raedit.eval.recon_job import EvalReconConfig, run_eval_recon as evaluate
 
-    config = load_config(EvalReconConfig, args.config, args.overrides)
+    path, overrides = args.config, list(args.overrides)
+    if path is not None and "=" in path and not Path(path).is_file():  # `raedit eval-recon key=value ...`
+        path, overrides = None, [path, *overrides]
+    config = load_config(EvalReconConfig, path, overrides)
     result = evaluate(config)
     notes = result.pop("notes")
     _print_table({key: value for key, value in result.items() if key not in ("autoencoder", "data")})

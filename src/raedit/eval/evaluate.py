@@ -1,0 +1,144 @@
+"""Generation metrics of a sample set against reference statistics: FID, sFID, precision/recall, IS, FD_encoder.
+
+Follows recipe.md's "Evaluation protocol" (the ADM evaluator): Inception-v3 pool features for FID and
+precision/recall (k = 3), the first 7 channels of mixed_6/conv for sFID, IS in 10 splits from the 1008-way
+softmax when a logits head is available, and the Fréchet distance on a representation encoder's mean-pooled
+tokens (FD_DINOv2 with `dinov2-l`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+from scipy.special import logsumexp
+
+from raedit.encoders import Encoder
+from raedit.errors import RaeditError
+from raedit.eval.features import encoder_pooled_features, inception_features
+from raedit.eval.frechet import GaussianStats, frechet_distance_of
+from raedit.eval.inception import InceptionFeatures
+from raedit.eval.precision_recall import DEFAULT_K, precision_recall
+from raedit.eval.reference import ReferenceStats
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("fid", "sfid", "pr", "is", "fd")
+UNAVAILABLE = "unavailable"
+IS_SPLITS = 10
+
+
+def parse_metrics(text: str) -> tuple[str, ...]:
+    """Parse "fid,sfid,pr" into ("fid", "sfid", "pr"); an unknown name is a `RaeditError`."""
+    names = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
+    unknown = [name for name in names if name not in METRICS]
+    if unknown or not names:
+        raise RaeditError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METRICS)}")
+    return names
+
+
+def inception_score(logits: np.ndarray, splits: int = IS_SPLITS) -> float:
+    """Inception Score exp(E_x KL(p(y|x) || p(y))), averaged over `splits` equal chunks (ADM / improved-GAN).
+
+    logits: N x 1008 from the TF Inception's softmax layer.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.shape[0] < splits:
+        raise RaeditError(f"Inception Score in {splits} splits needs at least {splits} samples, got {logits.shape[0]}")
+    log_probs = logits - logsumexp(logits, axis=1, keepdims=True)  # log p(y|x), in log space against underflow
+    scores = []
+    for part in np.array_split(log_probs, splits):
+        log_marginal = logsumexp(part, axis=0, keepdims=True) - np.log(part.shape[0])  # log p(y)
+        scores.append(np.exp((np.exp(part) * (part - log_marginal)).sum(axis=1).mean()))
+    return float(np.mean(scores))
+
+
+@dataclass
+class EvalResult:
+    """Metric name -> value (float) or "unavailable", plus the sample count and notes."""
+
+    values: dict[str, float | str] = field(default_factory=dict)
+    num_samples: int = 0
+    num_reference: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"metrics": self.values, "num_samples": self.num_samples, "num_reference": self.num_reference,
+                "notes": self.notes}
+
+
+def evaluate_samples(
+    batches: Iterable[np.ndarray],
+    reference: ReferenceStats,
+    metrics: tuple[str, ...],
+    inception: Callable[[], InceptionFeatures],
+    encoder: Callable[[str], Encoder],
+    fd_encoder: str = "dinov2-l",
+    pr_k: int = DEFAULT_K,
+) -> EvalResult:
+    """Metrics of uint8 sample batches B x H x W x 3 against `reference` (which must hold what `metrics` need).
+
+    The batches are consumed once; Inception and encoder features are taken from the same pass.
+    """
+    result = EvalResult(num_reference=reference.count)
+    needed = {"fid": reference.pool, "sfid": reference.spatial, "pr": reference.pool_features,
+              "fd": reference.encoders.get(fd_encoder)}
+    for metric, part in needed.items():  # before the (slow) pass over the samples
+        if metric in metrics:
+            _require(part, metric, reference)
+    needs_inception = any(name in metrics for name in ("fid", "sfid", "pr", "is"))
+    encoder_model = encoder(fd_encoder) if "fd" in metrics else None
+    extractor = inception() if needs_inception else None
+
+    collected: dict[str, list[np.ndarray]] = {}
+
+    def tee(stream: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
+        for batch in stream:
+            if encoder_model is not None:
+                collected.setdefault("fd", []).append(encoder_pooled_features(encoder_model, [batch]))
+            yield batch
+
+    stream = tee(batches)
+    if extractor is not None:
+        features = inception_features(extractor, stream)
+    else:
+        features = {}
+        for _ in stream:
+            pass
+    fd_features = np.concatenate(collected["fd"]) if "fd" in collected else None
+    result.num_samples = len(features["pool"]) if features else (len(fd_features) if fd_features is not None else 0)
+
+    if "fid" in metrics:
+        result.values["fid"] = frechet_distance_of(GaussianStats.from_features(features["pool"], "samples (pool)"),
+                                                   _require(reference.pool, "fid", reference))
+    if "sfid" in metrics:
+        result.values["sfid"] = frechet_distance_of(
+            GaussianStats.from_features(features["spatial"], "samples (spatial)"),
+            _require(reference.spatial, "sfid", reference),
+        )
+    if "pr" in metrics:
+        ref_features = _require(reference.pool_features, "pr", reference)
+        result.values["precision"], result.values["recall"] = precision_recall(ref_features, features["pool"], pr_k)
+    if "is" in metrics:
+        if "logits" in features:
+            result.values["is"] = inception_score(features["logits"])
+        else:
+            result.values["is"] = UNAVAILABLE
+            result.notes.append(
+                "IS unavailable: the TF FID Inception file has no 1008-class logits; give a logits file "
+                "(--inception-logits) to compute it"
+            )
+    if "fd" in metrics:
+        result.values[f"fd_{fd_encoder}"] = frechet_distance_of(
+            GaussianStats.from_features(fd_features, f"samples ({fd_encoder})"),
+            _require(reference.encoders.get(fd_encoder), "fd", reference),
+        )
+    return result
+
+
+def _require(value, metric: str, reference: ReferenceStats):
+    if value is None:
+        raise RaeditError(f"reference {reference.source} has no statistics for '{metric}'")
+    return value

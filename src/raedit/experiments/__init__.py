@@ -1,0 +1,6 @@
+"""Small-scale reproductions of the paper's claims (`raedit experiment NAME`), each writing a plot and a table
+(markdown and JSON) under docs/results/ with the command that produced it."""
+
+EXPERIMENTS = {
+    "width": "raedit.experiments.width",
+}

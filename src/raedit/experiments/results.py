@@ -1,0 +1,42 @@
+"""Where experiments put what they measured: `<out>/<name>.{json,md,png}`, each with the command that made it."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def command_line() -> str:
+    """The command as typed (program name shortened to `raedit`)."""
+    return " ".join(["raedit", *sys.argv[1:]]) if Path(sys.argv[0]).name == "raedit" else " ".join(sys.argv)
+
+
+def write_results(out: Path, name: str, title: str, summary: str, columns: list[str], rows: list[list],
+                  extra: dict | None = None) -> tuple[Path, Path]:
+    """`<out>/<name>.json` (rows, command, machine) and `<out>/<name>.md` (a table); the caller writes the PNG."""
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "experiment": name, "command": command_line(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        "columns": columns, "rows": rows, **(extra or {}),
+    }
+    json_path = out / f"{name}.json"
+    json_path.write_text(json.dumps(record, indent=2) + "\n")
+    lines = [f"# {title}", "", summary, "", f"Command: `{record['command']}` ({record['date']}, {record['machine']})",
+             "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
+    lines += ["", f"![{name}]({name}.png)", ""]
+    md_path = out / f"{name}.md"
+    md_path.write_text("\n".join(lines))
+    return json_path, md_path
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
