@@ -295,3 +295,12 @@ def test_wrong_patch_size_and_unknown_options_are_rejected(
         build_encoder("dinov2-b", weights=str(tmp_path))
     with pytest.raises(RaeditError, match="takes no options, got: input_size"):
         build_encoder("dinov2-b", weights=str(checkpoint_dirs["dinov2-b"]), input_size=448)
+
+
+def test_dinov2_at_448_gives_the_32_by_32_tokens_of_the_512_px_model(checkpoint_dirs: dict[str, Path]) -> None:
+    encoder = build_encoder("dinov2-b", weights=str(checkpoint_dirs["dinov2-b"]), input_size=448)
+    assert encoder.grid == (32, 32)
+    tokens = encoder.encode(torch.rand(1, 3, 512, 512))
+    assert tokens.shape == (1, 32 * 32, encoder.channels)
+    with pytest.raises(RaeditError, match="multiple of the patch size 14"):
+        build_encoder("dinov2-b", weights=str(checkpoint_dirs["dinov2-b"]), input_size=450)

@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "raedit.cli.train_commands",
     "raedit.cli.eval_commands",
     "raedit.cli.experiment_commands",
+    "raedit.cli.demo_commands",
     "raedit.cli.diffusion_commands",
 ]
 

@@ -67,33 +67,13 @@ def _write_json(path: str | None, payload: dict) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> None:
-    from functools import lru_cache
+    from raedit.eval.evaluate import evaluate_file, parse_metrics
 
-    from raedit.encoders import build_encoder
-    from raedit.eval.evaluate import evaluate_samples, parse_metrics
-    from raedit.eval.inception import InceptionFeatures
-    from raedit.eval.reference import load_reference
-    from raedit.eval.samples import iterate_batches, load_images
-
-    metrics = parse_metrics(args.metrics)
-    samples = load_images(args.samples)
-
-    @lru_cache(maxsize=1)
-    def inception() -> InceptionFeatures:
-        return InceptionFeatures(logits_file=args.inception_logits, device=args.device)
-
-    @lru_cache(maxsize=2)
-    def encoder(name: str):
-        return build_encoder(name, args.fd_encoder_weights).to(args.device)
-
-    reference = load_reference(
-        args.ref, resolution=samples.shape[1], limit=args.ref_limit, batch_size=args.batch_size,
-        need_inception=any(m in metrics for m in ("fid", "sfid")), need_pool_features="pr" in metrics,
-        encoder_names=(args.fd_encoder,) if "fd" in metrics else (), inception=inception, encoder=encoder,
-        cache_dir=args.cache_dir,
+    result = evaluate_file(
+        args.samples, args.ref, parse_metrics(args.metrics), ref_limit=args.ref_limit, batch_size=args.batch_size,
+        cache_dir=args.cache_dir, device=args.device, fd_encoder=args.fd_encoder,
+        fd_encoder_weights=args.fd_encoder_weights, inception_logits=args.inception_logits,
     )
-    result = evaluate_samples(iterate_batches(samples, args.batch_size, args.samples), reference, metrics,
-                              inception, encoder, fd_encoder=args.fd_encoder)
     _print_table({**result.values, "samples": result.num_samples, "reference": result.num_reference})
     for note in result.notes:
         print(f"note: {note}")

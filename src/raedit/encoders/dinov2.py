@@ -12,6 +12,7 @@ from transformers import Dinov2WithRegistersModel
 from raedit.encoders import EncoderSpec
 from raedit.encoders.base import Encoder
 from raedit.encoders.hub import load_pretrained, reject_options
+from raedit.errors import RaeditError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -25,10 +26,13 @@ class Dinov2Encoder(Encoder):
     The model's own final LayerNorm is replaced by an identity so `last_hidden_state` is the last block's output.
     """
 
-    def __init__(self, spec: EncoderSpec, model: Dinov2WithRegistersModel) -> None:
+    def __init__(self, spec: EncoderSpec, model: Dinov2WithRegistersModel, input_size: int | None = None) -> None:
         super().__init__(IMAGENET_MEAN, IMAGENET_STD)
         self.name = spec.name
-        self.input_size = spec.input_size
+        self.input_size = input_size or spec.input_size
+        if self.input_size % spec.patch_size:
+            raise RaeditError(f"{spec.name}: input_size must be a multiple of the patch size {spec.patch_size}, "
+                              f"got {self.input_size}")
         self.patch_size = spec.patch_size
         self.channels = model.config.hidden_size
         self.num_prefix_tokens = 1 + model.config.num_register_tokens  # CLS, then the registers
@@ -37,10 +41,14 @@ class Dinov2Encoder(Encoder):
         self.model = model
 
     @classmethod
-    def from_weights(cls, spec: EncoderSpec, source: str, **options: Any) -> "Dinov2Encoder":
-        """Load from a hub id or a local directory (see `raedit.encoders.hub.load_pretrained`)."""
+    def from_weights(cls, spec: EncoderSpec, source: str, input_size: int | None = None,
+                     **options: Any) -> "Dinov2Encoder":
+        """Load from a hub id or a local directory (see `raedit.encoders.hub.load_pretrained`).
+
+        `input_size` other than 224 interpolates the position embeddings: 448 gives the 32 x 32 tokens of the
+        official 512 px model."""
         reject_options(spec, options)
-        return cls(spec, load_pretrained(Dinov2WithRegistersModel, spec, source))
+        return cls(spec, load_pretrained(Dinov2WithRegistersModel, spec, source), input_size)
 
     def forward_tokens(self, normalized: torch.Tensor) -> torch.Tensor:
         """Normalized B x 3 x 224 x 224 -> B x 256 x C patch tokens, LayerNorm without affine."""

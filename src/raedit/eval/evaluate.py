@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
@@ -142,3 +144,42 @@ def _require(value, metric: str, reference: ReferenceStats):
     if value is None:
         raise RaeditError(f"reference {reference.source} has no statistics for '{metric}'")
     return value
+
+
+def evaluate_file(
+    samples_path: str | Path,
+    ref: str,
+    metrics: tuple[str, ...],
+    *,
+    ref_limit: int | None = None,
+    batch_size: int = 50,
+    cache_dir: str | Path | None = None,
+    device: str = "cpu",
+    fd_encoder: str = "dinov2-l",
+    fd_encoder_weights: str | None = None,
+    inception_logits: str | None = None,
+) -> EvalResult:
+    """`raedit eval`: metrics of the samples in an npz or image folder against the reference `ref` (an npz,
+    an image folder, a cached statistics file, or a built-in data set name), whose statistics are cached."""
+    from raedit.encoders import build_encoder
+    from raedit.eval.reference import load_reference
+    from raedit.eval.samples import iterate_batches, load_images
+
+    samples = load_images(samples_path)
+
+    @lru_cache(maxsize=1)
+    def inception() -> InceptionFeatures:
+        return InceptionFeatures(logits_file=inception_logits, device=device)
+
+    @lru_cache(maxsize=2)
+    def encoder(name: str) -> Encoder:
+        return build_encoder(name, fd_encoder_weights).to(device)
+
+    reference = load_reference(
+        ref, resolution=samples.shape[1], limit=ref_limit, batch_size=batch_size,
+        need_inception=any(m in metrics for m in ("fid", "sfid")), need_pool_features="pr" in metrics,
+        encoder_names=(fd_encoder,) if "fd" in metrics else (), inception=inception, encoder=encoder,
+        cache_dir=cache_dir,
+    )
+    return evaluate_samples(iterate_batches(samples, batch_size, samples_path), reference, metrics,
+                            inception, encoder, fd_encoder=fd_encoder)

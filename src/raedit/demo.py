@@ -1,0 +1,164 @@
+"""`raedit demo`: the whole system on the offline default, on a CPU, in one command.
+
+EfficientNet-Lite0 encoder (64 px input -> 4 x 4 x 112 latents) on Fashion-MNIST at 32 px:
+  1. train the ViT decoder (stage 1: L1 + perceptual + GAN, noise-augmented latents),
+  2. cache the training latents (with mirror images) and compute their statistics from the cache,
+  3. train a DiT^DH on the normalized latents (stage 2),
+  4. sample a class-balanced set and a grid, 5. FID against the Fashion-MNIST test split.
+The recipes are the repository's `configs/*/demo.yaml`, shortened by the overrides below; everything lands
+under `runs/demo/` (or `--out`), with `metrics.json` holding the measured numbers and wall times.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from raedit.config import load_config
+from raedit.data.latent_cache import CacheConfig, LatentCache, cache_latents
+from raedit.errors import RaeditError
+from raedit.eval.evaluate import evaluate_file
+from raedit.sample import SampleConfig, generate
+from raedit.stats import RunningMoments, save_latent_stats
+from raedit.train.rundir import save_image_grid
+from raedit.train.stage1 import Stage1Config, train_decoder
+from raedit.train.stage2 import Stage2Config, train_diffusion
+
+logger = logging.getLogger(__name__)
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclass
+class DemoPlan:
+    """Overrides of the demo recipes, and the size of the sampling and evaluation."""
+
+    stage1: list[str] = field(default_factory=list)
+    cache: list[str] = field(default_factory=list)
+    stage2: list[str] = field(default_factory=list)
+    samples: int = 1000
+    reference_images: int = 1000
+
+
+FULL = DemoPlan(
+    stage1=["data.limit=4000", "train.epochs=3", "loss.disc_start_epoch=1", "loss.gan_start_epoch=2",
+            "train.schedule.warmup_epochs=0.2", "eval_images=1000"],
+    cache=["data.limit=4000"],
+    stage2=["train.epochs=12", "train.schedule.decay_start_epoch=4", "train.schedule.decay_end_epoch=12"],
+    samples=1000,
+    reference_images=1000,
+)
+QUICK = DemoPlan(
+    stage1=["data.limit=256", "train.epochs=1", "autoencoder.decoder_size=tiny", "loss.disc_start_epoch=1", "train.ema.decay=0.5",
+            "loss.gan_start_epoch=1", "eval_images=64", "preview_images=8"],
+    cache=["data.limit=256", "shard_size=128"],
+    stage2=["train.epochs=2", "train.micro_batch_size=32", "model.depth=1", "model.width=64", "model.num_heads=2",
+            "model.head_width=112", "model.head_num_heads=2", "train.schedule.decay_start_epoch=1",
+            "train.schedule.decay_end_epoch=2"],
+    samples=60,
+    reference_images=60,
+)
+
+
+def _recipe(name: str) -> Path:
+    path = CONFIGS / name
+    if not path.is_file():
+        raise RaeditError(f"demo recipe {path} not found: run the demo from a checkout of raedit")
+    return path
+
+
+def _quiet_training(overrides: list[str], out: Path, name: str) -> list[str]:
+    return [*overrides, f"run_dir={out / name}", "train.logging.tensorboard=false"]
+
+
+def latent_stats_from_cache(cache_dir: Path, out_file: Path) -> int:
+    """Per position and channel mean and variance of a finished latent cache (what `raedit stats` computes
+    from images, without encoding them again)."""
+    cache = LatentCache(cache_dir)
+    moments = RunningMoments(cache.latent_shape)
+    loader = torch.utils.data.DataLoader(cache, batch_size=512)
+    for latents, _ in loader:
+        moments.update(latents)
+    save_latent_stats(out_file, moments.mean, moments.variance, cache.encoder, moments.count)
+    return moments.count
+
+
+def run_demo(out: str | Path = "runs/demo", quick: bool = False) -> dict:
+    """Run every stage; returns (and writes to `<out>/metrics.json`) what was measured."""
+    plan = QUICK if quick else FULL
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def timed(name: str, since: float) -> float:
+        timings[name] = round(time.perf_counter() - since, 1)
+        logger.info("demo: %s done in %.0f s", name, timings[name])
+        return time.perf_counter()
+
+    now = time.perf_counter()
+    stage1 = load_config(Stage1Config, _recipe("stage1/demo.yaml"), _quiet_training(plan.stage1, out, "stage1"))
+    train_decoder(stage1)
+    reconstruction = json.loads((out / "stage1" / "recon_metrics.json").read_text())
+    grids = sorted((out / "stage1" / "images").glob("reconstruction-*.png"))
+    if grids:
+        shutil.copy(grids[-1], out / "reconstructions.png")
+    now = timed("stage1_decoder", now)
+
+    cache_dir, stats_file = out / "latents", out / "latent_stats.safetensors"
+    cache = load_config(CacheConfig, _recipe("stage2/cache_demo.yaml"), [*plan.cache, f"out={cache_dir}"])
+    cache_latents(cache)
+    count = latent_stats_from_cache(cache_dir, stats_file)
+    now = timed("latent_cache_and_stats", now)
+
+    stage2 = load_config(Stage2Config, _recipe("stage2/demo.yaml"), [
+        *_quiet_training(plan.stage2, out, "stage2"), f"rae={out / 'stage1' / 'rae'}", f"stats={stats_file}",
+        f"latents={cache_dir}", f"data.limit={cache.data.limit}"])
+    train_diffusion(stage2)
+    now = timed("stage2_diffusion", now)
+
+    samples = out / "samples.npz"
+    generate(SampleConfig(ckpt=str(out / "stage2"), num=plan.samples, label_sampling="equal", steps=49,
+                          sampler="euler", out=str(samples), grid=str(out / "samples.png"), grid_images=100,
+                          batch_size=100, seed=0))
+    now = timed("sampling", now)
+
+    result = evaluate_file(samples, "fashion-mnist-test", ("fid",), ref_limit=plan.reference_images,
+                           cache_dir=out / "eval-cache")
+    timed("fid", now)
+    metrics = {
+        "mode": "quick" if quick else "full",
+        "fid": result.values["fid"], "fid_samples": result.num_samples, "fid_reference": result.num_reference,
+        "fid_reference_set": "fashion-mnist test (first images, 32 px upscaled to 299 by the TF Inception)",
+        "reconstruction_psnr_db": reconstruction["psnr"], "reconstruction_ssim": reconstruction["ssim"],
+        "reconstruction_images": reconstruction["images"], "latent_statistics_count": count,
+        "seconds": {**timings, "total": round(time.perf_counter() - started, 1)},
+        "notes": result.notes,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def print_summary(metrics: dict, out: str | Path) -> None:
+    """The closing table of `raedit demo`."""
+    rows = [("stage 1: decoder", metrics["seconds"]["stage1_decoder"],
+             f"held-out PSNR {metrics['reconstruction_psnr_db']:.2f} dB, SSIM {metrics['reconstruction_ssim']:.3f}"),
+            ("latent cache + statistics", metrics["seconds"]["latent_cache_and_stats"],
+             f"{metrics['latent_statistics_count']} latents"),
+            ("stage 2: DiT^DH", metrics["seconds"]["stage2_diffusion"], ""),
+            ("sampling", metrics["seconds"]["sampling"], f"{metrics['fid_samples']} class-balanced samples"),
+            ("FID", metrics["seconds"]["fid"],
+             f"FID {metrics['fid']:.2f} vs {metrics['fid_reference']} test images")]
+    print(f"\n{'step':<28}{'seconds':>9}  result")
+    for step, seconds, what in rows:
+        print(f"{step:<28}{seconds:>9.0f}  {what}")
+    print(f"{'total':<28}{metrics['seconds']['total']:>9.0f}")
+    print(f"\noutputs in {out}: samples.png, reconstructions.png, metrics.json")

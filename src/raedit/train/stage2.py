@@ -1,0 +1,281 @@
+"""Stage 2 (Sec. 4-5): a diffusion transformer learns flow matching in the latent space of a frozen RAE.
+
+One phase on the shared `TrainLoop` ("denoiser": the model, EMA every step). Data are either images encoded on
+the fly by the RAE's frozen encoder, or a finished latent cache (raw latents, normalized here with the RAE's or
+a statistics file's mean/var). The loss is the flow-matching MSE with t from `uniform` or `logit-normal` and the
+dimension-dependent shift derived from the latent shape (Sec. 4.2). Every `logging.image_every_steps` the EMA
+model samples a class-conditional grid that the RAE decodes; at the end the EMA model is exported to
+`<run_dir>/model/` (see `raedit.diffusion.denoiser_io`) for `raedit sample`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from raedit.autoencoder import CONFIG_FILE as RAE_CONFIG_FILE
+from raedit.autoencoder import RAE
+from raedit.config import load_config, to_yaml
+from raedit.data import DataConfig, build_dataset
+from raedit.data.image_folder import collate_skipping
+from raedit.data.latent_cache import LatentCache
+from raedit.diffusion.denoiser_io import EXPORT_DIR, PHASE_NAME, DenoiserInfo, save_denoiser
+from raedit.diffusion.flow import SHIFT_BASE_DIM, TimeDistribution, flow_matching_loss, shift_alpha
+from raedit.diffusion.samplers import sample
+from raedit.errors import RaeditError
+from raedit.models import DiTDH, LightningDiT, build_model
+from raedit.stats import load_latent_stats
+from raedit.train.config import EMAConfig, OptimConfig, ScheduleConfig, TrainLoopConfig
+from raedit.train.distributed import DistContext, init_distributed, unwrap_model, wrap_model
+from raedit.train.ema import EMA
+from raedit.train.loop import LoopResult, Phase, StepContext, TrainLoop, steps_per_epoch
+from raedit.train.optim import build_adamw
+from raedit.train.rundir import RunDir
+from raedit.train.schedules import build_schedule
+
+logger = logging.getLogger(__name__)
+
+# Constructor arguments a config may set on top of the named size (None: the size's / family's default).
+MODEL_ARG_NAMES = ("depth", "width", "num_heads", "head_depth", "head_width", "head_num_heads", "qk_norm")
+
+
+@dataclass
+class ModelConfig:
+    """The denoiser: a name from `raedit.models.build_model` ("ditdh-xl", "dit-s", ...) plus overrides."""
+
+    name: str = "ditdh-xl"
+    num_classes: int = 1000
+    class_dropout_prob: float = 0.1  # label dropout, for classifier-free guidance
+    depth: int | None = None
+    width: int | None = None
+    num_heads: int | None = None
+    head_depth: int | None = None  # DiT^DH only
+    head_width: int | None = None
+    head_num_heads: int | None = None
+    qk_norm: bool | None = None
+
+    def constructor_args(self) -> dict[str, Any]:
+        args: dict[str, Any] = {name: getattr(self, name) for name in MODEL_ARG_NAMES
+                                if getattr(self, name) is not None}
+        return {**args, "num_classes": self.num_classes, "class_dropout_prob": self.class_dropout_prob}
+
+
+@dataclass
+class FlowConfig:
+    """Training times (Sec. 4): t ~ `time_distribution`, then the dimension-dependent shift (Sec. 4.2).
+
+    shift: "auto" derives alpha = sqrt(C h w / shift_base_dim) from the latent shape (the default; never
+    type it by hand); "none" trains without a shift (the ablation of Table 4); a number forces alpha.
+    """
+
+    time_distribution: str = "logit-normal"  # uniform | logit-normal
+    mu: float = 0.0
+    sigma: float = 1.0
+    t_max: float = 0.999
+    shift: str = "auto"
+    shift_base_dim: int = SHIFT_BASE_DIM
+
+
+@dataclass
+class PreviewConfig:
+    """The class-conditional grid sampled by the EMA model every `train.logging.image_every_steps`."""
+
+    images: int = 16
+    steps: int = 25
+    sampler: str = "euler"
+    seed: int = 0
+
+
+def _stage2_loop_defaults() -> TrainLoopConfig:
+    """The paper's stage-2 optimization (recipe.md): AdamW 2e-4, betas 0.9/0.95, clip 1.0, EMA 0.9995,
+    constant LR for 40 epochs then linear to 2e-5 at epoch 800."""
+    return TrainLoopConfig(
+        optim=OptimConfig(lr=2e-4, beta1=0.9, beta2=0.95, weight_decay=0.0, grad_clip=1.0),
+        schedule=ScheduleConfig(kind="linear_decay", decay_start_epoch=40, decay_end_epoch=800, min_lr=2e-5),
+        ema=EMAConfig(decay=0.9995),
+    )
+
+
+@dataclass
+class Stage2Config:
+    """`raedit train`: the autoencoder's latent space, the data, the denoiser, the flow and the loop."""
+
+    rae: str | None = None  # a saved RAE directory (stage 1 writes `<run>/rae`)
+    stats: str | None = None  # latent statistics file; needed when the RAE has none, replaces the RAE's otherwise
+    latents: str | None = None  # a finished latent cache; None: encode `data` on the fly
+    data: DataConfig = field(default_factory=DataConfig)
+    # (C, h, w) of the latents. Filled in from the RAE at the start of a run (and recorded with every
+    # checkpoint); a value given here must match the RAE's.
+    latent_shape: list[int] | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    train: TrainLoopConfig = field(default_factory=_stage2_loop_defaults)
+    preview: PreviewConfig = field(default_factory=PreviewConfig)
+    run_dir: str = "runs/stage2"
+
+
+def load_stage2_config(path: str | Path, overrides: list[str] | None = None) -> Stage2Config:
+    return load_config(Stage2Config, path, overrides)
+
+
+def resolve_shift(flow: FlowConfig, latent_shape: tuple[int, int, int] | list[int]) -> float:
+    """Sec. 4.2: the shift alpha of the training times and the sampling grid ("auto" | "none" | a number)."""
+    if flow.shift == "auto":
+        return shift_alpha(latent_shape, flow.shift_base_dim)
+    if flow.shift == "none":
+        return 1.0
+    try:
+        alpha = float(flow.shift)
+    except ValueError:
+        raise RaeditError(f"flow.shift must be auto, none or a positive number, got {flow.shift!r}") from None
+    if not alpha > 0:
+        raise RaeditError(f"flow.shift must be positive, got {alpha}")
+    return alpha
+
+
+def build_denoiser(config: Stage2Config, latent_shape: tuple[int, int, int] | list[int]) -> LightningDiT | DiTDH:
+    """The model of `config.model` for latents of `latent_shape` (C, h, w)."""
+    return build_model(config.model.name, tuple(latent_shape), **config.model.constructor_args())
+
+
+def denoiser_info(config: Stage2Config) -> DenoiserInfo:
+    """What `raedit sample` needs to rebuild and use the model of a run (its latent shape must be resolved)."""
+    if config.latent_shape is None:
+        raise RaeditError("this stage-2 config has no latent_shape: it was not written by a training run")
+    rae_config = Path(config.rae) / RAE_CONFIG_FILE if config.rae else None
+    encoder = None
+    if rae_config is not None and rae_config.is_file():
+        encoder = json.loads(rae_config.read_text()).get("encoder")
+    return DenoiserInfo(model_name=config.model.name, model_args=config.model.constructor_args(),
+                        latent_shape=list(config.latent_shape),
+                        num_classes=config.model.num_classes,
+                        shift_alpha=resolve_shift(config.flow, config.latent_shape),
+                        rae=config.rae, encoder=encoder)
+
+
+def load_rae(rae_dir: str | None, stats: str | None, device: torch.device | str = "cpu") -> RAE:
+    """The saved RAE at `rae_dir`, normalized with the statistics file `stats` when given (else its own)."""
+    if not rae_dir:
+        raise RaeditError("no autoencoder: set rae=<a saved RAE directory> (stage 1 writes <run>/rae)")
+    rae = RAE.from_pretrained(rae_dir)
+    if stats:
+        rae.set_stats(*load_latent_stats(stats, rae.latent_shape, rae.config.encoder))
+    if not rae.normalized:
+        raise RaeditError(f"the RAE at {rae_dir} has no latent statistics: give stats=<file> (raedit stats)")
+    return rae.to(device).eval().requires_grad_(False)
+
+
+class DiffusionTraining:
+    """The RAE, the data and the denoiser of one stage-2 run (built the same way on every rank)."""
+
+    def __init__(self, config: Stage2Config, ctx: DistContext) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.rae = load_rae(config.rae, config.stats, ctx.device)
+        latent_shape = self.rae.latent_shape
+        if config.latent_shape is not None and tuple(config.latent_shape) != latent_shape:
+            raise RaeditError(f"latent_shape is {tuple(config.latent_shape)}, but the RAE at {config.rae} gives "
+                              f"latents {latent_shape}")
+        config.latent_shape = list(latent_shape)
+        self.dataset = self._dataset()
+        self.alpha = resolve_shift(config.flow, latent_shape)
+        flow = config.flow
+        self.time_distribution = TimeDistribution(flow.time_distribution, flow.mu, flow.sigma, flow.t_max)
+        self.ema_model = build_denoiser(config, latent_shape).to(ctx.device).eval()
+        self.model = wrap_model(build_denoiser(config, latent_shape), ctx, config.train.distributed.strategy,
+                                config.train.distributed.find_unused_parameters)
+        logger.info("denoiser %s: %.1fM parameters, latents %s, shift alpha %.4f (%s)", config.model.name,
+                    sum(p.numel() for p in self.ema_model.parameters()) / 1e6, latent_shape, self.alpha, flow.shift)
+
+    def _dataset(self) -> torch.utils.data.Dataset:
+        if self.config.latents is None:
+            dataset = build_dataset(self.config.data)
+            classes = getattr(dataset, "num_classes", None) or len(getattr(dataset, "classes", []))
+        else:
+            dataset = LatentCache(self.config.latents)
+            if tuple(dataset.latent_shape) != self.rae.latent_shape or dataset.encoder != self.rae.config.encoder:
+                raise RaeditError(f"the latent cache {self.config.latents} holds latents {tuple(dataset.latent_shape)} "
+                                  f"of encoder '{dataset.encoder}', the RAE gives {self.rae.latent_shape} of "
+                                  f"'{self.rae.config.encoder}'")
+            classes = dataset.num_classes
+        if classes and classes > self.config.model.num_classes:
+            raise RaeditError(f"the data have {classes} classes, the model only model.num_classes="
+                              f"{self.config.model.num_classes}")
+        return dataset
+
+    @property
+    def collate_fn(self):
+        return collate_skipping if self.config.latents is None else None
+
+    def latents_of(self, batch: Any) -> Tensor:
+        """Normalized latents (B, C, h, w) of a batch: encoded images, or raw cached latents normalized."""
+        if self.config.latents is None:
+            with torch.no_grad():
+                return self.rae.encode(batch[0])
+        return self.rae.normalize(batch[0])
+
+    def phase(self, num_items: int) -> Phase:
+        train = self.config.train
+        per_epoch = steps_per_epoch(num_items, train, self.ctx.world_size)
+        optimizer = build_adamw([p for p in self.model.parameters() if p.requires_grad], train.optim)
+        return Phase(PHASE_NAME, self.model, optimizer, self.loss,
+                     build_schedule(optimizer, train.schedule, per_epoch, train.epochs),
+                     EMA(self.model, train.ema.decay) if train.ema.enabled else None, train.optim.grad_clip)
+
+    def loss(self, batch: Any, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
+        """Sec. 4: flow-matching MSE on shifted t; labels drop to the null class inside the model (p = 0.1)."""
+        latents, labels = self.latents_of(batch), batch[1]
+        return flow_matching_loss(self.model, latents, labels, self.time_distribution, self.alpha), {}
+
+    @torch.no_grad()
+    def load_ema(self, ema: EMA | None) -> LightningDiT | DiTDH:
+        """`ema_model` with the EMA weights (the live ones when EMA is off); call on every rank."""
+        if ema is not None:
+            ema.copy_to(self.ema_model)
+        else:
+            self.ema_model.load_state_dict(unwrap_model(self.model).state_dict())
+        return self.ema_model
+
+    @torch.no_grad()
+    def preview(self, ema: EMA | None) -> dict[str, Tensor]:
+        """A grid of EMA samples, classes 0, 1, ... in turn, decoded by the RAE: {"samples": (B, 3, H, W)} on
+        rank 0 (only rank 0 saves grids), {} elsewhere."""
+        model = self.load_ema(ema)  # collective under FSDP: on every rank
+        if not self.ctx.is_main:
+            return {}
+        settings = self.config.preview
+        count = settings.images
+        labels = torch.arange(count, device=self.ctx.device) % self.config.model.num_classes
+        generator = torch.Generator().manual_seed(settings.seed)
+        noise = torch.randn((count, *self.rae.latent_shape), generator=generator).to(self.ctx.device)
+        latents = sample(lambda x, t: model(x, t, labels), noise, settings.sampler, settings.steps, self.alpha)
+        return {"samples": self.rae.decode(latents).cpu()}
+
+
+def train_diffusion(config: Stage2Config, resume: bool = False) -> LoopResult:
+    """Run stage 2 to the end (or a stop); rank 0 exports the EMA model to `<run_dir>/model/`."""
+    ctx = init_distributed(config.train.distributed.backend)
+    torch.manual_seed(config.train.seed)
+    training = DiffusionTraining(config, ctx)  # resolves config.latent_shape: recorded in every checkpoint
+    run_dir = RunDir(config.run_dir)
+    config_yaml = to_yaml(config)
+    if ctx.is_main:
+        run_dir.create(config_yaml)
+    phase = training.phase(len(training.dataset))
+    images_fn = (lambda: training.preview(phase.ema)) if config.preview.images > 0 else None
+    loop = TrainLoop(config.train, ctx, [phase], training.dataset, run_dir, config_yaml,
+                     collate_fn=training.collate_fn, images_fn=images_fn)
+    result = loop.run(resume=resume)
+    model = training.load_ema(phase.ema)
+    if ctx.is_main:
+        export = Path(config.run_dir) / EXPORT_DIR
+        stats = (training.rae.latent_mean.cpu(), training.rae.latent_var.cpu())
+        save_denoiser(model, export, denoiser_info(config), stats)
+        logger.info("EMA model written to %s", export)
+    return result

@@ -1,0 +1,112 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from raedit.cli import main
+from raedit.data.fashion_mnist import load_fashion_mnist, to_rgb
+from raedit.data.latent_cache import LatentCache, cache_latents, shard_path
+from raedit.encoders import build_encoder
+from raedit.errors import RaeditError
+
+from stage2_helpers import cache_config
+
+
+@pytest.fixture(scope="module")
+def direct_latents() -> torch.Tensor:
+    """Raw EffNet-Lite0 latents (20, 112, 2, 2) of the first 20 training images, encoded directly."""
+    encoder = build_encoder("effnet-lite0", input_size=32)
+    images, _ = load_fashion_mnist("train")
+    tokens = encoder.encode(to_rgb(images[:20], 32))
+    return tokens.transpose(1, 2).reshape(20, 112, 2, 2), encoder.encode(to_rgb(images[:20], 32).flip(-1))
+
+
+def test_shards_and_manifest_hold_the_encoded_latents(tmp_path, direct_latents):
+    manifest_path = cache_latents(cache_config(tmp_path / "c", 20))
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["count"] == 20 and manifest["latent_shape"] == [112, 2, 2] and manifest["num_classes"] == 10
+    assert [s["count"] for s in manifest["shards"]] == [8, 8, 4]
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [
+        "manifest.json", "shard-00000.safetensors", "shard-00001.safetensors", "shard-00002.safetensors"]
+    cache = LatentCache(tmp_path / "c")
+    latents = torch.stack([cache[i][0] for i in range(20)])
+    torch.testing.assert_close(latents, direct_latents[0], rtol=1e-4, atol=1e-4)
+    _, labels = load_fashion_mnist("train")
+    assert [cache[i][1] for i in range(20)] == labels[:20].tolist()
+
+
+def test_resume_rewrites_only_the_missing_shard(tmp_path):
+    config = cache_config(tmp_path / "c", 20)
+    cache_latents(config)
+    before = {k: shard_path(tmp_path / "c", k).stat().st_mtime_ns for k in range(3)}
+    with safe_open(str(shard_path(tmp_path / "c", 1)), "pt") as handle:
+        shard_1 = handle.get_tensor("latents")
+    shard_path(tmp_path / "c", 1).unlink()  # a kill during shard 1: it and the manifest are missing
+    (tmp_path / "c" / "manifest.json").unlink()
+    with pytest.raises(RaeditError, match="not a finished latent cache"):
+        LatentCache(tmp_path / "c")
+    cache_latents(config)
+    after = {k: shard_path(tmp_path / "c", k).stat().st_mtime_ns for k in range(3)}
+    assert after[0] == before[0] and after[2] == before[2]
+    assert after[1] != before[1]
+    with safe_open(str(shard_path(tmp_path / "c", 1)), "pt") as handle:
+        torch.testing.assert_close(handle.get_tensor("latents"), shard_1)
+    assert len(LatentCache(tmp_path / "c")) == 20
+
+
+def test_hflip_doubles_the_cache_with_mirrored_latents(tmp_path, direct_latents):
+    cache_latents(cache_config(tmp_path / "c", 20, hflip="true"))
+    cache = LatentCache(tmp_path / "c")
+    assert len(cache) == 40 and cache.manifest["hflip"] is True
+    with safe_open(str(shard_path(tmp_path / "c", 0)), "pt") as handle:
+        flipped, indices = handle.get_tensor("flipped"), handle.get_tensor("indices")
+        latents = handle.get_tensor("latents")
+    assert int(flipped.sum()) == 8 and sorted(indices.tolist()) == sorted(list(range(8)) * 2)
+    mirrored = direct_latents[1].transpose(1, 2).reshape(20, 112, 2, 2)
+    torch.testing.assert_close(latents[flipped], mirrored[indices[flipped]], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(latents[~flipped], direct_latents[0][indices[~flipped]], rtol=1e-4, atol=1e-4)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_ranks_write_the_same_cache_as_one(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(os.path.dirname(__file__))!r})
+        from stage2_helpers import cache_config
+        from raedit.data.latent_cache import cache_latents
+        cache_latents(cache_config({str(tmp_path / 'two')!r}, 20))
+    """))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_port", str(free_port()), str(script)],
+                            capture_output=True, text=True, env=env, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    cache_latents(cache_config(tmp_path / "one", 20))
+    one, two = LatentCache(tmp_path / "one"), LatentCache(tmp_path / "two")
+    assert one.manifest["shards"] == two.manifest["shards"]
+    for index in range(20):
+        # the same images in the same shards; only the conv kernels' thread count differs (1 vs 2 threads)
+        torch.testing.assert_close(one[index][0], two[index][0], rtol=1e-4, atol=1e-4)
+        assert one[index][1] == two[index][1]
+
+
+def test_cache_latents_command(tmp_path, capsys):
+    config = tmp_path / "cache.yaml"
+    config.write_text("autoencoder: {encoder: effnet-lite0, encoder_input_size: 32}\n"
+                      "data: {name: fashion-mnist, resolution: 32, limit: 6}\nshard_size: 4\n")
+    assert main(["cache-latents", str(config), f"out={tmp_path / 'c'}"]) == 0
+    assert len(LatentCache(tmp_path / "c")) == 6
+    assert main(["cache-latents", str(config), "shard_sise=4"]) == 2
+    assert "unknown config key 'shard_sise'" in capsys.readouterr().err
