@@ -1,8 +1,5 @@
 import json
 import os
-import socket
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -16,6 +13,8 @@ from raedit.encoders import build_encoder
 from raedit.errors import RaeditError
 
 from stage2_helpers import cache_config
+
+from torchrun import run_torchrun
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +72,6 @@ def test_hflip_doubles_the_cache_with_mirrored_latents(tmp_path, direct_latents)
     torch.testing.assert_close(latents[~flipped], direct_latents[0][indices[~flipped]], rtol=1e-4, atol=1e-4)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_ranks_write_the_same_cache_as_one(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(textwrap.dedent(f"""
@@ -88,10 +81,7 @@ def test_two_ranks_write_the_same_cache_as_one(tmp_path):
         from raedit.data.latent_cache import cache_latents
         cache_latents(cache_config({str(tmp_path / 'two')!r}, 20))
     """))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                             "--master_port", str(free_port()), str(script)],
-                            capture_output=True, text=True, env=env, timeout=240)
+    result = run_torchrun(script)
     assert result.returncode == 0, result.stderr[-2000:]
     cache_latents(cache_config(tmp_path / "one", 20))
     one, two = LatentCache(tmp_path / "one"), LatentCache(tmp_path / "two")

@@ -1,7 +1,3 @@
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -18,6 +14,8 @@ from raedit.models import build_model
 from raedit.sample import SampleConfig, generate, sample_labels
 
 from stage2_helpers import make_rae_dir
+
+from torchrun import run_torchrun
 
 TINY = dict(depth=1, width=64, num_heads=2, head_depth=1, head_width=128, head_num_heads=2, num_classes=10)
 
@@ -100,12 +98,6 @@ def test_guidance_changes_the_samples_and_bf16_stays_close(models, tmp_path):
     assert np.abs(bf16 - plain).mean() < 3
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_ranks_write_the_same_samples_as_one(models, tmp_path):
     script = tmp_path / "job.py"
     script.write_text(textwrap.dedent(f"""
@@ -113,10 +105,7 @@ def test_two_ranks_write_the_same_samples_as_one(models, tmp_path):
         generate(SampleConfig(ckpt={str(models['main'])!r}, num=7, steps=3, sampler="sde", batch_size=2,
                               out={str(tmp_path / 'two.npz')!r}, grid=None))
     """))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                             "--master_port", str(free_port()), str(script)],
-                            capture_output=True, text=True, env=env, timeout=240)
+    result = run_torchrun(script)
     assert result.returncode == 0, result.stderr[-2000:]
     one = run(models, tmp_path, "one", num=7, steps=3, sampler="sde", batch_size=4)
     two = np.load(tmp_path / "two.npz")

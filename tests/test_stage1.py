@@ -1,8 +1,4 @@
 import json
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -13,6 +9,8 @@ from raedit.autoencoder import RAE
 from raedit.config import load_config
 from raedit.errors import RaeditError
 from raedit.train.stage1 import Stage1Config, train_decoder
+
+from torchrun import run_torchrun
 
 TINY = [
     "autoencoder.encoder=effnet-lite0", "autoencoder.encoder_input_size=64", "autoencoder.decoder_size=tiny",
@@ -84,12 +82,6 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, mo
                                                                                       "step-00000004"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_ranks_hold_identical_decoder_and_discriminator_weights(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(textwrap.dedent(f"""
@@ -109,10 +101,7 @@ def test_two_ranks_hold_identical_decoder_and_discriminator_weights(tmp_path):
         save_file({{k: v.contiguous() for k, v in state.items()}}, "{tmp_path}/rank" + os.environ["RANK"] + ".safetensors")
         os._exit(0)  # gloo can abort at interpreter exit after all work is done
     """))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                             "--master_port", str(free_port()), str(script)],
-                            capture_output=True, text=True, env=env, timeout=400)
+    result = run_torchrun(script)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
     assert rank0.keys() == rank1.keys()

@@ -1,7 +1,3 @@
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -15,6 +11,8 @@ from raedit.encoders import build_encoder
 from raedit.errors import RaeditError
 from raedit.stats import RunningMoments, load_latent_stats, save_latent_stats
 from raedit.stats_job import StatsConfig, compute_latent_stats
+
+from torchrun import run_torchrun
 
 
 def test_streaming_moments_equal_the_direct_computation_for_any_batching():
@@ -85,12 +83,6 @@ def test_stats_job_matches_direct_computation(tmp_path):
         assert handle.metadata()["count"] == "40"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_stats_job_under_torchrun_merges_ranks_exactly(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(textwrap.dedent(f"""
@@ -102,11 +94,7 @@ def test_stats_job_under_torchrun_merges_ranks_exactly(tmp_path):
         moments = compute_latent_stats(config)
         print("COUNT", moments.count)
     """))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-         str(free_port()), str(script)], capture_output=True, text=True, env=env, timeout=240,
-    )
+    result = run_torchrun(script)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("COUNT 41") == 2  # every rank holds the merged moments of all 41 images
     mean, var = load_latent_stats(tmp_path / "dist.safetensors", (112, 2, 2))

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -90,12 +88,6 @@ def _worker(out_dir: Path) -> None:
     os._exit(0)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _reference_weights(seen_by_rank: list[list[list[int]]], strategy: str) -> dict[str, torch.Tensor]:
     """One process, one batch per step made of what both ranks read in that step."""
     from train_toy import ToyData, toy_model
@@ -115,11 +107,9 @@ def _reference_weights(seen_by_rank: list[list[list[int]]], strategy: str) -> di
 
 
 def test_two_processes_average_gradients_shard_data_and_write_one_checkpoint(tmp_path):
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), __file__, str(tmp_path),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    from torchrun import run_torchrun
+
+    result = run_torchrun(__file__, str(tmp_path), timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     for strategy in STRATEGIES:
         ranks = [json.loads((tmp_path / strategy / f"rank{r}.json").read_text()) for r in range(2)]

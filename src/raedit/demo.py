@@ -26,7 +26,6 @@ from raedit.errors import RaeditError
 from raedit.eval.evaluate import evaluate_file
 from raedit.sample import SampleConfig, generate
 from raedit.stats import RunningMoments, save_latent_stats
-from raedit.train.rundir import save_image_grid
 from raedit.train.stage1 import Stage1Config, train_decoder
 from raedit.train.stage2 import Stage2Config, train_diffusion
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
