@@ -12,7 +12,8 @@ from raedit.decoder import DecoderConfig, ViTDecoder, sincos_position_embedding
 from raedit.errors import RaeditError
 from raedit.interop.official_decoder import official_decoder_to_raedit
 
-OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "official-rae"
+# Key names and shapes of the released checkpoints (copied from shared/reference/official-rae).
+OFFICIAL = Path(__file__).resolve().parent / "data" / "official-rae"
 
 
 def official_layout(size: str) -> dict:

@@ -294,7 +294,7 @@ def test_wrong_patch_size_and_unknown_options_are_rejected(
     with pytest.raises(RaeditError, match="needs patch size 14"):
         build_encoder("dinov2-b", weights=str(tmp_path))
     with pytest.raises(RaeditError, match="takes no options, got: input_size"):
-        build_encoder("dinov2-b", weights=str(checkpoint_dirs["dinov2-b"]), input_size=448)
+        build_encoder("mae-b", weights=str(checkpoint_dirs["mae-b"]), input_size=448)
 
 
 def test_dinov2_at_448_gives_the_32_by_32_tokens_of_the_512_px_model(checkpoint_dirs: dict[str, Path]) -> None:

@@ -15,7 +15,8 @@ from raedit.interop.official_dit import backbone_depth, official_dit_to_raedit, 
 from raedit.models import DiTDH, LightningDiT, build_model
 from raedit.models.blocks import LabelEmbedder, RotaryEmbedding2D, sincos_pos_embed_2d
 
-OFFICIAL = Path("/work/shared/reference/official-rae")
+# Key names and shapes of the released checkpoints (copied from shared/reference/official-rae).
+OFFICIAL = Path(__file__).resolve().parent / "data" / "official-rae"
 DINOV2_B_LATENT = (768, 16, 16)
 
 

@@ -20,12 +20,15 @@ from pathlib import Path
 
 import torch
 
+from raedit.autoencoder import RAE
 from raedit.config import load_config
+from raedit.data.fashion_mnist import load_fashion_mnist, to_rgb
 from raedit.data.latent_cache import CacheConfig, LatentCache, cache_latents
 from raedit.errors import RaeditError
 from raedit.eval.evaluate import evaluate_file
 from raedit.sample import SampleConfig, generate
 from raedit.stats import RunningMoments, save_latent_stats
+from raedit.train.rundir import save_image_grid
 from raedit.train.stage1 import Stage1Config, train_decoder
 from raedit.train.stage2 import Stage2Config, train_diffusion
 
@@ -88,6 +91,17 @@ def latent_stats_from_cache(cache_dir: Path, out_file: Path) -> int:
     return moments.count
 
 
+def save_reconstruction_grid(rae_dir: Path, path: Path, count: int = 10) -> None:
+    """One test image of each class (top row) over its reconstruction by the trained RAE (bottom row)."""
+    rae = RAE.from_pretrained(rae_dir).eval()
+    images, labels = load_fashion_mnist("test")
+    first_of_class = [int((labels == label).nonzero()[0][0]) for label in range(count)]
+    originals = to_rgb(images[first_of_class], rae.image_size[0])
+    with torch.no_grad():
+        reconstructions = rae.decode(rae.encode(originals))
+    save_image_grid(torch.cat([originals, reconstructions]), path, nrow=count)
+
+
 def run_demo(out: str | Path = "runs/demo", quick: bool = False) -> dict:
     """Run every stage; returns (and writes to `<out>/metrics.json`) what was measured."""
     plan = QUICK if quick else FULL
@@ -107,9 +121,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False) -> dict:
     stage1 = load_config(Stage1Config, _recipe("stage1/demo.yaml"), _quiet_training(plan.stage1, out, "stage1"))
     train_decoder(stage1)
     reconstruction = json.loads((out / "stage1" / "recon_metrics.json").read_text())
-    grids = sorted((out / "stage1" / "images").glob("reconstruction-*.png"))
-    if grids:
-        shutil.copy(grids[-1], out / "reconstructions.png")
+    save_reconstruction_grid(out / "stage1" / "rae", out / "reconstructions.png")
     now = timed("stage1_decoder", now)
 
     cache_dir, stats_file = out / "latents", out / "latent_stats.safetensors"
