@@ -157,19 +157,3 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False) -> dict:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
-
-def print_summary(metrics: dict, out: str | Path) -> None:
-    """The closing table of `raedit demo`."""
-    rows = [("stage 1: decoder", metrics["seconds"]["stage1_decoder"],
-             f"held-out PSNR {metrics['reconstruction_psnr_db']:.2f} dB, SSIM {metrics['reconstruction_ssim']:.3f}"),
-            ("latent cache + statistics", metrics["seconds"]["latent_cache_and_stats"],
-             f"{metrics['latent_statistics_count']} latents"),
-            ("stage 2: DiT^DH", metrics["seconds"]["stage2_diffusion"], ""),
-            ("sampling", metrics["seconds"]["sampling"], f"{metrics['fid_samples']} class-balanced samples"),
-            ("FID", metrics["seconds"]["fid"],
-             f"FID {metrics['fid']:.2f} vs {metrics['fid_reference']} test images")]
-    print(f"\n{'step':<28}{'seconds':>9}  result")
-    for step, seconds, what in rows:
-        print(f"{step:<28}{seconds:>9.0f}  {what}")
-    print(f"{'total':<28}{metrics['seconds']['total']:>9.0f}")
-    print(f"\noutputs in {out}: samples.png, reconstructions.png, metrics.json")
