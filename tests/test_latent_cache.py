@@ -80,6 +80,8 @@ def test_two_ranks_write_the_same_cache_as_one(tmp_path):
         from stage2_helpers import cache_config
         from raedit.data.latent_cache import cache_latents
         cache_latents(cache_config({str(tmp_path / 'two')!r}, 20))
+        import os
+        os._exit(0)  # gloo can abort at interpreter exit after all work is done
     """))
     result = run_torchrun(script)
     assert result.returncode == 0, result.stderr[-2000:]
