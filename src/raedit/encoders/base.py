@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from raedit.errors import RaeditError
+
+if TYPE_CHECKING:
+    from raedit.encoders import EncoderSpec
 
 
 class Encoder(nn.Module, ABC):
@@ -71,3 +76,33 @@ class Encoder(nn.Module, ABC):
     def train(self, mode: bool = True) -> "Encoder":
         """The encoder is frozen: it always stays in eval mode (BatchNorm statistics, no dropout)."""
         return super().train(False)
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class TransformersViTEncoder(Encoder):
+    """A transformers ViT whose tokens go through its final LayerNorm without the affine weight and bias
+    (Sec. 3, as the official release): the model's own final norm (attribute `final_norm`) is replaced by an
+    identity, and `final_norm_without_affine` applies the plain normalization, so every token has zero mean and
+    unit variance over channels."""
+
+    def __init__(self, spec: "EncoderSpec", model: nn.Module, final_norm: str,
+                 pixel_mean: tuple[float, float, float], pixel_std: tuple[float, float, float],
+                 input_size: int | None = None) -> None:
+        super().__init__(pixel_mean, pixel_std)
+        self.name = spec.name
+        self.input_size = input_size or spec.input_size
+        if self.input_size % spec.patch_size:
+            raise RaeditError(f"{spec.name}: input_size must be a multiple of the patch size {spec.patch_size}, "
+                              f"got {self.input_size}")
+        self.patch_size = spec.patch_size
+        self.channels = model.config.hidden_size
+        self.final_norm_eps = model.config.layer_norm_eps
+        setattr(model, final_norm, nn.Identity())  # last_hidden_state is then the last block's output
+        self.model = model
+
+    def final_norm_without_affine(self, tokens: torch.Tensor) -> torch.Tensor:
+        """B x N x C -> the same, LayerNorm over channels without affine weight and bias."""
+        return F.layer_norm(tokens, (self.channels,), eps=self.final_norm_eps)

@@ -5,20 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 from transformers import Dinov2WithRegistersModel
 
 from raedit.encoders import EncoderSpec
-from raedit.encoders.base import Encoder
+from raedit.encoders.base import IMAGENET_MEAN, IMAGENET_STD, TransformersViTEncoder
 from raedit.encoders.hub import load_pretrained, reject_options
-from raedit.errors import RaeditError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class Dinov2Encoder(Encoder):
+class Dinov2Encoder(TransformersViTEncoder):
     """`facebook/dinov2-with-registers-*`: 224 px bicubic input, ImageNet mean/std, 16 x 16 patch tokens.
 
     The CLS token and the register tokens are dropped, and the final LayerNorm is applied without its affine
@@ -27,18 +20,8 @@ class Dinov2Encoder(Encoder):
     """
 
     def __init__(self, spec: EncoderSpec, model: Dinov2WithRegistersModel, input_size: int | None = None) -> None:
-        super().__init__(IMAGENET_MEAN, IMAGENET_STD)
-        self.name = spec.name
-        self.input_size = input_size or spec.input_size
-        if self.input_size % spec.patch_size:
-            raise RaeditError(f"{spec.name}: input_size must be a multiple of the patch size {spec.patch_size}, "
-                              f"got {self.input_size}")
-        self.patch_size = spec.patch_size
-        self.channels = model.config.hidden_size
+        super().__init__(spec, model, "layernorm", IMAGENET_MEAN, IMAGENET_STD, input_size)
         self.num_prefix_tokens = 1 + model.config.num_register_tokens  # CLS, then the registers
-        self.final_norm_eps = model.config.layer_norm_eps
-        model.layernorm = nn.Identity()  # last_hidden_state is then the last block's output; see forward_tokens
-        self.model = model
 
     @classmethod
     def from_weights(cls, spec: EncoderSpec, source: str, input_size: int | None = None,
@@ -54,5 +37,4 @@ class Dinov2Encoder(Encoder):
         """Normalized B x 3 x 224 x 224 -> B x 256 x C patch tokens, LayerNorm without affine."""
         hidden = self.model(pixel_values=normalized).last_hidden_state
         patch_tokens = hidden[:, self.num_prefix_tokens:]
-        # Sec. 3 (encoder E), as the official release: the final LayerNorm without its affine weight and bias
-        return F.layer_norm(patch_tokens, (self.channels,), eps=self.final_norm_eps)
+        return self.final_norm_without_affine(patch_tokens)

@@ -5,19 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 from transformers import ViTMAEModel
 
 from raedit.encoders import EncoderSpec
-from raedit.encoders.base import Encoder
+from raedit.encoders.base import IMAGENET_MEAN, IMAGENET_STD, TransformersViTEncoder
 from raedit.encoders.hub import load_pretrained, reject_options
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class MaeEncoder(Encoder):
+class MaeEncoder(TransformersViTEncoder):
     """`facebook/vit-mae-base` (the encoder of the pre-training checkpoint): 256 px input, ImageNet mean/std.
 
     The 14 x 14 position embeddings (224 px) are interpolated to 16 x 16. Masking is off (ratio 0) and tokens keep
@@ -28,14 +22,7 @@ class MaeEncoder(Encoder):
     """
 
     def __init__(self, spec: EncoderSpec, model: ViTMAEModel) -> None:
-        super().__init__(IMAGENET_MEAN, IMAGENET_STD)
-        self.name = spec.name
-        self.input_size = spec.input_size
-        self.patch_size = spec.patch_size
-        self.channels = model.config.hidden_size
-        self.final_norm_eps = model.config.layer_norm_eps
-        model.layernorm = nn.Identity()  # last_hidden_state is then the last block's output
-        self.model = model
+        super().__init__(spec, model, "layernorm", IMAGENET_MEAN, IMAGENET_STD)
 
     @classmethod
     def from_weights(cls, spec: EncoderSpec, source: str, **options: Any) -> "MaeEncoder":
@@ -50,5 +37,4 @@ class MaeEncoder(Encoder):
         hidden = self.model(
             pixel_values=normalized, noise=raster_order.expand(batch, -1), interpolate_pos_encoding=True,
         ).last_hidden_state
-        # Sec. 3 (encoder E), as the official release: the final LayerNorm without its affine weight and bias
-        return F.layer_norm(hidden[:, 1:], (self.channels,), eps=self.final_norm_eps)
+        return self.final_norm_without_affine(hidden[:, 1:])

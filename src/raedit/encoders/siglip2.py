@@ -5,19 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 from transformers import SiglipVisionModel
 
 from raedit.encoders import EncoderSpec
-from raedit.encoders.base import Encoder
+from raedit.encoders.base import TransformersViTEncoder
 from raedit.encoders.hub import load_pretrained, reject_options
 
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
 
 
-class Siglip2Encoder(Encoder):
+class Siglip2Encoder(TransformersViTEncoder):
     """`google/siglip2-base-patch16-256`: 256 px input, mean/std 0.5, 16 x 16 patch tokens (SigLIP has no CLS).
 
     The fixed-resolution SigLIP2 checkpoints are stored as `model_type: siglip` (the NaFlex ones as `siglip2`),
@@ -32,14 +30,7 @@ class Siglip2Encoder(Encoder):
     """
 
     def __init__(self, spec: EncoderSpec, model: SiglipVisionModel) -> None:
-        super().__init__(SIGLIP_MEAN, SIGLIP_STD)
-        self.name = spec.name
-        self.input_size = spec.input_size
-        self.patch_size = spec.patch_size
-        self.channels = model.config.hidden_size
-        self.final_norm_eps = model.config.layer_norm_eps
-        model.post_layernorm = nn.Identity()  # last_hidden_state is then the last block's output
-        self.model = model
+        super().__init__(spec, model, "post_layernorm", SIGLIP_MEAN, SIGLIP_STD)
 
     @classmethod
     def from_weights(cls, spec: EncoderSpec, source: str, **options: Any) -> "Siglip2Encoder":
@@ -50,5 +41,4 @@ class Siglip2Encoder(Encoder):
     def forward_tokens(self, normalized: torch.Tensor) -> torch.Tensor:
         """Normalized B x 3 x 256 x 256 -> B x 256 x C patch tokens, LayerNorm without affine."""
         hidden = self.model(pixel_values=normalized, interpolate_pos_encoding=True).last_hidden_state
-        # Sec. 3 (encoder E), as the official release: the final LayerNorm without its affine weight and bias
-        return F.layer_norm(hidden, (self.channels,), eps=self.final_norm_eps)
+        return self.final_norm_without_affine(hidden)

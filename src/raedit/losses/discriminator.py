@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from raedit.encoders.base import IMAGENET_MEAN, IMAGENET_STD
 from raedit.errors import RaeditError
 
 __all__ = [
@@ -37,8 +38,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DINO_VITS8 = "facebook/dino-vits8"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class FeatureBackbone(nn.Module):
