@@ -22,3 +22,17 @@ def test_quick_demo_runs_every_stage_and_writes_its_outputs(tmp_path, capsys):
         assert np.bincount(samples["labels"]).tolist() == [6] * 10  # class-balanced
     assert Image.open(out / "samples.png").size[0] > 32 * 5
     assert Image.open(out / "reconstructions.png").size[0] > 32
+
+
+def test_benchmark_records_its_fid_in_the_results_folder(tmp_path, monkeypatch, capsys):
+    import raedit.demo
+
+    monkeypatch.setitem(raedit.demo.PLANS, "benchmark", raedit.demo.QUICK)  # the same code path, 2 minutes
+    out, results = tmp_path / "bench", tmp_path / "results"
+    assert main(["benchmark", "--out", str(out), "--results", str(results)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    record = json.loads((results / "benchmark.json").read_text())
+    assert metrics["mode"] == "benchmark" and record["metrics"]["fid"] == metrics["fid"]
+    assert f"Generation FID {metrics['fid']:.2f}" in (results / "benchmark.md").read_text()
+    assert (results / "benchmark.png").read_bytes() == (out / "samples.png").read_bytes()
+    assert [row[0] for row in record["rows"]][-1] == "total" and "total" in capsys.readouterr().out

@@ -5,7 +5,9 @@
     decode:  latents -> z * sqrt(var + eps) + mean -> tokens -> decoder -> de-normalized pixels [0, 1]
 
 `save_pretrained` writes the decoder and the statistics (safetensors) and a JSON config naming the encoder;
-the frozen encoder's own weights are loaded from its source by name.
+the frozen encoder's own weights are loaded from its source by name. With a pixel-patch encoder and
+decoder_size "unpatchify" the RAE is the identity up to patchify (Table 11's pixel-diffusion baseline): nothing
+to train, and `RAE(config).save_pretrained(directory)` gives stage 2 its `rae=<directory>`.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from raedit.decoder import DecoderConfig, ViTDecoder
+from raedit.decoder import DecoderConfig, PatchUnpatchify, ViTDecoder
 from raedit.encoders import Encoder, build_encoder
+from raedit.encoders.pixels import PixelPatchEncoder
 from raedit.errors import RaeditError
 from raedit.interop.official_decoder import official_decoder_to_raedit
 from raedit.stats import load_latent_stats
@@ -28,6 +31,7 @@ from raedit.weights import read_state_dict
 CONFIG_FILE = "rae_config.json"
 WEIGHTS_FILE = "rae.safetensors"
 NOISE_DISTRIBUTIONS = ("uniform", "halfnormal")
+UNPATCHIFY = "unpatchify"  # decoder_size of the parameter-free inverse of a pixels-* encoder
 
 
 @dataclass
@@ -37,7 +41,7 @@ class AutoencoderConfig:
     encoder: str = "dinov2-b"
     encoder_weights: str | None = None  # hub id or local directory / file; None: the registry's source
     encoder_input_size: int | None = None  # only for encoders with a free input size (EfficientNet-Lite)
-    decoder_size: str = "XL"
+    decoder_size: str = "XL"  # a ViT decoder size, or "unpatchify" (pixels-* encoders, no parameters)
     decoder_patch_size: int = 16  # 16: 256 px from 16 x 16 tokens; 32: 512 px (Sec. 6.1)
     stats: str | None = None  # latent statistics file; None: no normalization
     stats_eps: float = 1e-5
@@ -66,17 +70,29 @@ class RAE(nn.Module):
         self.encoder = encoder
         channels, (h, w) = encoder.channels, encoder.grid
         self.latent_shape = (channels, h, w)
-        self.decoder = ViTDecoder(DecoderConfig(config.decoder_size, channels, (h, w), config.decoder_patch_size))
+        self.decoder = self._build_decoder()
         self.register_buffer("latent_mean", torch.zeros(self.latent_shape))
         self.register_buffer("latent_var", torch.ones(self.latent_shape))
         self.normalized = False
         if config.stats:
             self.set_stats(*load_latent_stats(config.stats, self.latent_shape, config.encoder))
 
+    def _build_decoder(self) -> nn.Module:
+        """The ViT decoder of `config.decoder_size`, or the exact `PatchUnpatchify` of a pixel-patch encoder."""
+        config, (channels, h, w) = self.config, self.latent_shape
+        if config.decoder_size != UNPATCHIFY:
+            return ViTDecoder(DecoderConfig(config.decoder_size, channels, (h, w), config.decoder_patch_size))
+        if not isinstance(self.encoder, PixelPatchEncoder) or self.encoder.patch_size != config.decoder_patch_size:
+            raise RaeditError(f"decoder_size unpatchify needs a pixels-* encoder of patch size decoder_patch_size="
+                              f"{config.decoder_patch_size}, got encoder '{self.encoder.name}' of patch size "
+                              f"{self.encoder.patch_size}")
+        return PatchUnpatchify((h, w), config.decoder_patch_size)
+
     @property
     def image_size(self) -> tuple[int, int]:
-        """Size of the decoded images (the decoder's grid times its patch size)."""
-        return self.decoder.config.image_size
+        """Size of the decoded images (the token grid times the decoder's patch size)."""
+        _, h, w = self.latent_shape
+        return h * self.config.decoder_patch_size, w * self.config.decoder_patch_size
 
     def set_stats(self, mean: torch.Tensor, var: torch.Tensor) -> None:
         """Use these C x h x w statistics for the latent normalization."""

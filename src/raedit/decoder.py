@@ -6,7 +6,8 @@ ViT blocks -> LayerNorm -> linear head to patch pixels -> CLS dropped -> image. 
 output is in the encoder's normalized pixel space; the autoencoder de-normalizes it.
 
 The module layout mirrors the released decoders one to one, so `raedit.interop.official_decoder` maps their
-state dicts here by renaming keys alone.
+state dicts here by renaming keys alone. `PatchUnpatchify` is the parameter-free exact decoder of the pixel-patch
+"encoder" (`raedit.encoders.pixels`, Table 11's pixel-diffusion baseline).
 """
 
 from __future__ import annotations
@@ -177,3 +178,22 @@ class ViTDecoder(nn.Module):
         pixels = patches.reshape(patches.shape[0], h, w, p, p, c).permute(0, 5, 1, 3, 2, 4)
         return pixels.reshape(patches.shape[0], c, h * p, w * p)
 
+
+class PatchUnpatchify(nn.Module):
+    """The exact inverse of `PixelPatchEncoder`'s patchify, without parameters: tokens B x (h*w) x (c*p*p), each
+    ordered (channel, row, column) as `F.unfold`, -> normalized pixels B x c x (h*p) x (w*p)."""
+
+    def __init__(self, grid: tuple[int, int], patch_size: int, out_channels: int = 3) -> None:
+        super().__init__()
+        self.grid = tuple(int(side) for side in grid)
+        self.patch_size = patch_size
+        self.out_channels = out_channels
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: B x N x C -> pixels B x out_channels x H x W."""
+        (h, w), p, c = self.grid, self.patch_size, self.out_channels
+        if tokens.ndim != 3 or tokens.shape[1:] != (h * w, c * p * p):
+            raise RaeditError(f"unpatchify expects tokens B x {h * w} x {c * p * p} (grid {h}x{w}), "
+                              f"got {tuple(tokens.shape)}")
+        pixels = tokens.reshape(tokens.shape[0], h, w, c, p, p).permute(0, 3, 1, 4, 2, 5)
+        return pixels.reshape(tokens.shape[0], c, h * p, w * p)

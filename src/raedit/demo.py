@@ -6,7 +6,8 @@ EfficientNet-Lite0 encoder (64 px input -> 4 x 4 x 112 latents) on Fashion-MNIST
   3. train a DiT^DH on the normalized latents (stage 2),
   4. sample a class-balanced set and a grid, 5. FID against the Fashion-MNIST test split.
 The recipes are the repository's `configs/*/demo.yaml`, shortened by the overrides below; everything lands
-under `runs/demo/` (or `--out`), with `metrics.json` holding the measured numbers and wall times.
+under `runs/demo/` (or `--out`), with `metrics.json` holding the measured numbers and wall times. The same
+pipeline with longer plans is `raedit benchmark` (BENCHMARK); `raedit demo --quick` (QUICK) is its smoke test.
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ import torch
 from raedit.autoencoder import RAE
 from raedit.config import load_config
 from raedit.data.fashion_mnist import load_fashion_mnist, to_rgb
-from raedit.data.latent_cache import CacheConfig, LatentCache, cache_latents
+from raedit.data.latent_cache import CacheConfig, cache_latents, latent_stats_from_cache
 from raedit.errors import RaeditError
 from raedit.eval.evaluate import evaluate_file
 from raedit.sample import SampleConfig, generate
-from raedit.stats import RunningMoments, save_latent_stats
 from raedit.train.rundir import save_image_grid
 from raedit.train.stage1 import Stage1Config, train_decoder
 from raedit.train.stage2 import Stage2Config, train_diffusion
@@ -48,6 +48,7 @@ class DemoPlan:
     reference_images: int = 1000
 
 
+# `raedit demo`: at most 15 minutes on 2 CPU cores.
 FULL = DemoPlan(
     stage1=["data.limit=4000", "train.epochs=3", "loss.disc_start_epoch=1", "loss.gan_start_epoch=2",
             "train.schedule.warmup_epochs=0.2", "eval_images=1000"],
@@ -56,6 +57,18 @@ FULL = DemoPlan(
     samples=1000,
     reference_images=1000,
 )
+# `raedit benchmark`: at most 60 minutes on 2 CPU cores; its FID (docs/results/benchmark.md) is the number
+# later changes must beat. The whole recipes' data (12,000 images, 24,000 latents with mirrors), 3 decoder epochs
+# (GAN from the third), 20 DiT^DH epochs.
+BENCHMARK = DemoPlan(
+    stage1=["train.epochs=3", "loss.disc_start_epoch=1", "loss.gan_start_epoch=2",
+            "train.schedule.warmup_epochs=0.1", "eval_images=1000"],
+    cache=[],
+    stage2=["train.epochs=20", "train.schedule.decay_start_epoch=8", "train.schedule.decay_end_epoch=20"],
+    samples=1000,
+    reference_images=1000,
+)
+# `raedit demo --quick`: about 2 minutes, the smoke test of `make test`.
 QUICK = DemoPlan(
     stage1=["data.limit=256", "train.epochs=1", "autoencoder.decoder_size=tiny", "loss.disc_start_epoch=1", "train.ema.decay=0.5",
             "loss.gan_start_epoch=1", "eval_images=64", "preview_images=8"],
@@ -79,18 +92,6 @@ def _quiet_training(overrides: list[str], out: Path, name: str) -> list[str]:
     return [*overrides, f"run_dir={out / name}", "train.logging.tensorboard=false"]
 
 
-def latent_stats_from_cache(cache_dir: Path, out_file: Path) -> int:
-    """Per position and channel mean and variance of a finished latent cache (what `raedit stats` computes
-    from images, without encoding them again)."""
-    cache = LatentCache(cache_dir)
-    moments = RunningMoments(cache.latent_shape)
-    loader = torch.utils.data.DataLoader(cache, batch_size=512)
-    for latents, _ in loader:
-        moments.update(latents)
-    save_latent_stats(out_file, moments.mean, moments.variance, cache.encoder, moments.count)
-    return moments.count
-
-
 def save_reconstruction_grid(rae_dir: Path, path: Path, count: int = 10) -> None:
     """One test image of each class (top row) over its reconstruction by the trained RAE (bottom row)."""
     rae = RAE.from_pretrained(rae_dir).eval()
@@ -102,9 +103,13 @@ def save_reconstruction_grid(rae_dir: Path, path: Path, count: int = 10) -> None
     save_image_grid(torch.cat([originals, reconstructions]), path, nrow=count)
 
 
-def run_demo(out: str | Path = "runs/demo", quick: bool = False) -> dict:
-    """Run every stage; returns (and writes to `<out>/metrics.json`) what was measured."""
-    plan = QUICK if quick else FULL
+PLANS = {"full": FULL, "quick": QUICK, "benchmark": BENCHMARK}
+
+
+def run_demo(out: str | Path = "runs/demo", plan_name: str = "full") -> dict:
+    """Run every stage of the plan `plan_name` (full | quick | benchmark); returns (and writes to
+    `<out>/metrics.json`) what was measured."""
+    plan = PLANS[plan_name]
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
@@ -146,7 +151,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False) -> dict:
                            cache_dir=out / "eval-cache")
     timed("fid", now)
     metrics = {
-        "mode": "quick" if quick else "full",
+        "mode": plan_name,
         "fid": result.values["fid"], "fid_samples": result.num_samples, "fid_reference": result.num_reference,
         "fid_reference_set": "fashion-mnist test (first images, 32 px upscaled to 299 by the TF Inception)",
         "reconstruction_psnr_db": reconstruction["psnr"], "reconstruction_ssim": reconstruction["ssim"],

@@ -59,7 +59,7 @@ def reconstruct_files(rae: RAE, paths: list[Path], out: Path) -> list[tuple[Path
     if height != width:
         raise RaeditError(f"reconstruct needs a square decoder output, got {height}x{width}")
     out.mkdir(parents=True, exist_ok=True)
-    device = next(rae.decoder.parameters()).device
+    device = rae.latent_mean.device
     results = []
     for path in paths:
         image = load_image(path, height).unsqueeze(0).to(device)

@@ -25,6 +25,7 @@ from raedit.autoencoder import AutoencoderConfig
 from raedit.data import DataConfig, build_dataset
 from raedit.encoders import build_encoder
 from raedit.errors import RaeditError
+from raedit.stats import RunningMoments, save_latent_stats
 from raedit.train.distributed import barrier, init_distributed
 
 logger = logging.getLogger(__name__)
@@ -189,3 +190,15 @@ class LatentCache(Dataset):
         shard = self._shard(k)
         offset = index - self.starts[k]
         return shard["latents"][offset].float(), int(shard["labels"][offset])
+
+
+def latent_stats_from_cache(cache_dir: Path, out_file: Path) -> int:
+    """Per position and channel mean and variance of a finished latent cache (what `raedit stats` computes
+    from images, without encoding them again)."""
+    cache = LatentCache(cache_dir)
+    moments = RunningMoments(cache.latent_shape)
+    loader = DataLoader(cache, batch_size=512)
+    for latents, _ in loader:
+        moments.update(latents)
+    save_latent_stats(out_file, moments.mean, moments.variance, cache.encoder, moments.count)
+    return moments.count

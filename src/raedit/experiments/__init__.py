@@ -3,4 +3,8 @@
 
 EXPERIMENTS = {
     "width": "raedit.experiments.width",
+    "shift": "raedit.experiments.shift",
+    "noise-aug": "raedit.experiments.noise_aug",
+    "head": "raedit.experiments.head",
+    "pixel": "raedit.experiments.pixel",
 }

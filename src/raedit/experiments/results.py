@@ -17,17 +17,19 @@ def command_line() -> str:
 
 
 def write_results(out: Path, name: str, title: str, summary: str, columns: list[str], rows: list[list],
-                  extra: dict | None = None) -> tuple[Path, Path]:
-    """`<out>/<name>.json` (rows, command, machine) and `<out>/<name>.md` (a table); the caller writes the PNG."""
+                  started: float, extra: dict | None = None) -> tuple[Path, Path]:
+    """`<out>/<name>.json` (rows, command, machine, wall time since `started`, a `time.time()`) and `<out>/<name>.md`
+    (a table); the caller writes the PNG."""
     out.mkdir(parents=True, exist_ok=True)
     record = {
         "experiment": name, "command": command_line(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
-        "columns": columns, "rows": rows, **(extra or {}),
+        "wall_minutes": round((time.time() - started) / 60, 1), "columns": columns, "rows": rows, **(extra or {}),
     }
     json_path = out / f"{name}.json"
     json_path.write_text(json.dumps(record, indent=2) + "\n")
-    lines = [f"# {title}", "", summary, "", f"Command: `{record['command']}` ({record['date']}, {record['machine']})",
+    lines = [f"# {title}", "", summary, "", f"Command: `{record['command']}` ({record['date']}, {record['machine']}; "
+             f"{record['wall_minutes']} min)",
              "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
     lines += ["", f"![{name}]({name}.png)", ""]
@@ -40,3 +42,26 @@ def _cell(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def bar_plot(path: Path, groups: dict[str, list[float]], labels: list[str], ylabel: str, title: str) -> None:
+    """One bar per label for each group of values (e.g. {"FID": [...], "rFID": [...]}), values written on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(1.6 + 1.5 * len(labels) * len(groups) ** 0.5, 3.8))
+    width = 0.8 / len(groups)
+    for index, (group, values) in enumerate(groups.items()):
+        positions = [i + (index - (len(groups) - 1) / 2) * width for i in range(len(labels))]
+        bars = axis.bar(positions, values, width, label=group)
+        axis.bar_label(bars, fmt="%.1f", fontsize=8)
+    axis.set_xticks(range(len(labels)), labels, fontsize=8)
+    axis.set(ylabel=ylabel, title=title)
+    if len(groups) > 1:
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -8,8 +8,9 @@ LightningDiT blocks of widths below, at and above n, trained with the same steps
 from __future__ import annotations
 
 import logging
+import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,12 +25,12 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class WidthSettings:
+class Settings:
     """Small enough for 2 CPU cores; `widths` are the model widths d compared with the token dimension n."""
 
     encoder: str = "effnet-lite0"
     input_size: int = 64  # -> 4 x 4 tokens of 112 channels
-    widths: tuple[int, ...] = (32, 64, 96, 112, 128, 192)
+    widths: list[int] = field(default_factory=lambda: [32, 64, 96, 112, 128, 192])
     depth: int = 1
     head_dim: int = 16
     steps: int = 600
@@ -39,7 +40,7 @@ class WidthSettings:
     seed: int = 0
 
 
-def one_real_latent(settings: WidthSettings) -> torch.Tensor:
+def one_real_latent(settings: Settings) -> torch.Tensor:
     """C x h x w: one Fashion-MNIST training image's tokens, normalized over the first 512 training images."""
     encoder = build_encoder(settings.encoder, input_size=settings.input_size)
     images, _ = load_fashion_mnist("train")
@@ -50,7 +51,7 @@ def one_real_latent(settings: WidthSettings) -> torch.Tensor:
     return normalized[0]
 
 
-def overfit(latent: torch.Tensor, width: int, settings: WidthSettings) -> list[float]:
+def overfit(latent: torch.Tensor, width: int, settings: Settings) -> list[float]:
     """Train a LightningDiT of `width` on the one latent; returns the loss curve and, last, the final loss."""
     torch.manual_seed(settings.seed)
     with warnings.catch_warnings():
@@ -78,13 +79,13 @@ def overfit(latent: torch.Tensor, width: int, settings: WidthSettings) -> list[f
     return curve + [final]
 
 
-def run(out: Path, settings: WidthSettings | None = None) -> dict:
+def run(out: Path, settings: Settings) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    settings = settings or WidthSettings()
+    started = time.time()
     latent = one_real_latent(settings)
     n = latent.shape[0]
     rows, curves = [], {}
@@ -114,5 +115,5 @@ def run(out: Path, settings: WidthSettings | None = None) -> dict:
                f"{settings.encoder} latent of shape {tuple(latent.shape)} (token dimension n = {n}). "
                "Widths below n stay near the bound (n - d) / n; widths at or above n go far below it.")
     write_results(out, "width", "Width rule: loss against the bound (n - d) / n", summary,
-                  ["width d", "token dim n", "bound (n-d)/n", "final loss"], rows)
+                  ["width d", "token dim n", "bound (n-d)/n", "final loss"], rows, started)
     return {"rows": rows}

@@ -77,6 +77,9 @@ class DecoderTraining:
         self.config = config
         self.ctx = ctx
         self.rae = RAE(config.autoencoder).to(ctx.device).train()
+        if not any(True for _ in self.rae.decoder.parameters()):
+            raise RaeditError(f"decoder_size {config.autoencoder.decoder_size} has no parameters: nothing to train "
+                              "(it is the exact inverse of its encoder; give stage 2 `RAE(config).save_pretrained`)")
         height, width = self.rae.image_size
         for name, data in (("data", config.data), ("eval_data", config.eval_data)):
             if (data.resolution, data.resolution) != (height, width):

@@ -1,0 +1,98 @@
+"""What the generation experiments share: train a stage-2 arm from a recipe plus overrides, sample it
+class-balanced and score the samples with FID against a reference set.
+
+The default setting is the offline demo's latent space (EfficientNet-Lite0, 4 x 4 x 112, on Fashion-MNIST) made by
+  raedit train-decoder configs/stage1/demo.yaml                                   # -> runs/stage1/demo/rae
+  raedit stats configs/stats/effnet-lite0_fashion-mnist.yaml data.limit=12000 data.resolution=32
+  raedit cache-latents configs/stage2/cache_demo.yaml           # -> runs/latents/fashion-mnist_effnet-lite0_64
+On GPUs the same experiment runs at full size by pointing `setup.recipe`, `setup.rae`, `setup.stats`,
+`setup.latents` and `setup.reference` at an ImageNet recipe, its RAE, statistics, cache and reference batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from raedit.config import load_config
+from raedit.errors import RaeditError
+from raedit.eval.evaluate import evaluate_file
+from raedit.sample import SampleConfig, generate
+from raedit.train.stage2 import Stage2Config, train_diffusion
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationSetup:
+    """The stage-2 recipe every arm starts from, the latent space it trains in, and the FID protocol."""
+
+    recipe: str = "configs/stage2/demo.yaml"
+    rae: str | None = "runs/stage1/demo/rae"
+    stats: str | None = "runs/stats/effnet-lite0_fashion-mnist_64.safetensors"
+    latents: str | None = "runs/latents/fashion-mnist_effnet-lite0_64"
+    overrides: list[str] = field(default_factory=list)  # on top of the recipe, for every arm
+    samples: int = 1000
+    sampler: str = "euler"
+    sampling_steps: int = 49
+    batch_size: int = 100
+    reference: str = "fashion-mnist-test"  # built-in name, npz, image folder or statistics file
+    reference_images: int | None = 1000  # the first N reference images; None: all
+    eval_device: str | None = None  # the Inception network's device; None: cuda when there is one, else cpu
+    work_dir: str = "runs/experiments"  # arms' runs go to <work_dir>/<experiment>/<arm>
+
+
+def check_inputs(setup: GenerationSetup) -> None:
+    """One clear error when the latent space the experiment needs was not made yet."""
+    for key in ("recipe", "rae", "stats", "latents"):
+        path = getattr(setup, key)
+        if path is not None and not Path(path).exists():
+            raise RaeditError(f"setup.{key}={path} does not exist: make it first (see the commands in "
+                              f"raedit.experiments.generation) or point setup.{key} elsewhere")
+
+
+def stage2_config(setup: GenerationSetup, run_dir: Path, overrides: list[str]) -> Stage2Config:
+    """The recipe with the setup's latent space and overrides, then the arm's `overrides`."""
+    paths = [f"{key}={value}" for key, value in
+             (("rae", setup.rae), ("stats", setup.stats), ("latents", setup.latents)) if value is not None]
+    return load_config(Stage2Config, setup.recipe, [*paths, *setup.overrides, *overrides, f"run_dir={run_dir}",
+                                                    "train.logging.tensorboard=false"])
+
+
+def train_arm(config: Stage2Config) -> float:
+    """Train one arm from scratch (its run folder is replaced); returns the wall seconds."""
+    if Path(config.run_dir).exists():
+        shutil.rmtree(config.run_dir)
+    started = time.perf_counter()
+    train_diffusion(config)
+    return time.perf_counter() - started
+
+
+def fid_of_samples(setup: GenerationSetup, samples: Path) -> float:
+    """FID of an npz of samples against the setup's reference (its statistics cached under work_dir)."""
+    device = setup.eval_device or ("cuda" if torch.cuda.is_available() else "cpu")
+    result = evaluate_file(samples, setup.reference, ("fid",), ref_limit=setup.reference_images,
+                           cache_dir=Path(setup.work_dir) / "eval-cache", device=device)
+    return float(result.values["fid"])
+
+
+def generate_samples(setup: GenerationSetup, run_dir: Path, rae: str | None = None, tag: str = "samples") -> Path:
+    """Class-balanced samples of the arm in `run_dir` (decoded by `rae` instead of its own when given), written to
+    `<run_dir>/<tag>.npz` with a grid `<tag>.png`."""
+    samples = run_dir / f"{tag}.npz"
+    generate(SampleConfig(ckpt=str(run_dir), num=setup.samples, label_sampling="equal", steps=setup.sampling_steps,
+                          sampler=setup.sampler, out=str(samples), grid=str(run_dir / f"{tag}.png"), grid_images=100,
+                          batch_size=setup.batch_size, seed=0, rae=rae))
+    return samples
+
+
+def sample_and_score(setup: GenerationSetup, run_dir: Path, rae: str | None = None, tag: str = "samples") -> float:
+    """`generate_samples`, then the FID of those samples."""
+    fid = fid_of_samples(setup, generate_samples(setup, run_dir, rae, tag))
+    logger.info("%s/%s: FID %.2f", run_dir, tag, fid)
+    return fid

@@ -1,0 +1,106 @@
+"""The generation experiments end to end at toy size: a weight-free pixel latent space (pixels-p8, 4 x 4 x 192)
+of 48 Fashion-MNIST images, one-epoch models, 10 samples against 10 reference images."""
+
+import json
+import math
+
+import pytest
+
+from raedit.autoencoder import RAE, AutoencoderConfig
+from raedit.cli import main
+from raedit.data import DataConfig
+from raedit.data.latent_cache import CacheConfig, cache_latents, latent_stats_from_cache
+from raedit.errors import RaeditError
+from raedit.experiments.generation import GenerationSetup, check_inputs
+
+PIXEL_SPACE = AutoencoderConfig(encoder="pixels-p8", encoder_input_size=32, decoder_size="unpatchify",
+                                decoder_patch_size=8, noise_tau=0.0)
+TOY_STAGE2 = ["train.epochs=1", "train.micro_batch_size=16", "train.schedule.decay_start_epoch=0",
+              "train.schedule.decay_end_epoch=1", "model.depth=1", "model.width=64", "model.num_heads=2",
+              "model.head_width=192", "model.head_num_heads=2", "latent_shape=null", "preview.images=0"]
+
+
+@pytest.fixture(scope="module")
+def latent_space(tmp_path_factory):
+    root = tmp_path_factory.mktemp("space")
+    RAE(PIXEL_SPACE).save_pretrained(root / "rae")
+    cache_latents(CacheConfig(autoencoder=PIXEL_SPACE, data=DataConfig(limit=24), out=str(root / "latents"),
+                              shard_size=16, batch_size=8, hflip=True))
+    latent_stats_from_cache(root / "latents", root / "stats.safetensors")
+    return root
+
+
+def setup_overrides(root, work) -> list[str]:
+    return [f"setup.rae={root / 'rae'}", f"setup.latents={root / 'latents'}", f"setup.stats={root / 'stats.safetensors'}",
+            f"setup.overrides=[{','.join(TOY_STAGE2)}]", "setup.samples=10", "setup.reference_images=10",
+            "setup.batch_size=10", "setup.sampling_steps=4", f"setup.work_dir={work}"]
+
+
+def results(out, name):
+    record = json.loads((out / f"{name}.json").read_text())
+    assert 0 <= record["wall_minutes"] < 10
+    assert (out / f"{name}.png").stat().st_size > 1000
+    markdown = (out / f"{name}.md").read_text()
+    table = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert len(table) == 2 + len(record["rows"]) and table[0] == "| " + " | ".join(record["columns"]) + " |"
+    return record["rows"]
+
+
+def test_shift_reports_the_alpha_of_each_arm(latent_space, tmp_path):
+    out = tmp_path / "results"
+    assert main(["experiment", "shift", *setup_overrides(latent_space, tmp_path / "work"), "shifts=[none,auto,4]",
+                 "--out", str(out)]) == 0
+    rows = results(out, "shift")
+    assert [row[0] for row in rows] == ["none", "auto", "4"]
+    assert [row[1] for row in rows] == [1.0, round(math.sqrt(192 * 16 / 4096), 3), 4.0]  # Sec. 4.2
+    assert all(math.isfinite(row[3]) and row[3] > 0 for row in rows)
+
+
+def test_head_arms_have_matched_flops(latent_space, tmp_path):
+    out = tmp_path / "results"
+    arms = ("arms=[{name: dh, overrides: [model.name=ditdh-s, model.depth=1, model.width=64, model.num_heads=2, "
+            "model.head_depth=1, model.head_width=192, model.head_num_heads=2]}, {name: dit, overrides: "
+            "[model.name=dit-s, model.depth=2, model.width=96, model.num_heads=2, model.head_depth=null, "
+            "model.head_width=null, model.head_num_heads=null]}]")
+    assert main(["experiment", "head", *setup_overrides(latent_space, tmp_path / "work"), arms, "--out", str(out)]) == 0
+    rows = results(out, "head")
+    assert [row[0] for row in rows] == ["dh", "dit"]
+    dh, dit = rows
+    assert dh[1] != dit[1] and dh[2] > 0 and dit[2] > 0  # different models, each with counted FLOPs
+    # training FLOPs = 3 x forward x epochs x latents (1 epoch of 48 latents)
+    assert dh[3] == pytest.approx(3 * dh[2] * 1e6 * 48, rel=1e-3)
+    assert all(math.isfinite(row[5]) for row in rows)
+
+
+def test_pixel_arm_uses_pixels_of_about_the_latent_dimension(latent_space, tmp_path):
+    out = tmp_path / "results"
+    assert main(["experiment", "pixel", *setup_overrides(latent_space, tmp_path / "work"), "pixel_encoder=pixels-p6",
+                 "pixel_size=24", "fid_resolution=32", "--out", str(out)]) == 0
+    latents, pixels = results(out, "pixel")
+    assert (latents[1], latents[2]) == ("192 x 4 x 4", 3072)
+    assert (pixels[1], pixels[2]) == ("108 x 4 x 4", 1728)
+    assert math.isfinite(latents[4]) and math.isfinite(pixels[4])
+    # the pixel arm's samples were scored at the reference resolution
+    assert (tmp_path / "work" / "pixel" / "pixels" / "samples-32px.npz").is_file()
+
+
+def test_noise_aug_trains_one_decoder_per_tau(latent_space, tmp_path):
+    out = tmp_path / "results"
+    stage1 = ("stage1_overrides=[autoencoder.encoder=pixels-p8, autoencoder.encoder_input_size=32, "
+              "autoencoder.decoder_size=tiny, data.limit=16, train.epochs=1, train.micro_batch_size=8, "
+              "loss.disc_start_epoch=100, loss.gan_start_epoch=100, eval_images=8, "
+              "preview_images=0, train.logging.image_every_steps=0]")
+    assert main(["experiment", "noise-aug", *setup_overrides(latent_space, tmp_path / "work"), stage1,
+                 "noise_taus=[0.0,0.5]", "--out", str(out)]) == 0
+    rows = results(out, "noise-aug")
+    assert [row[0] for row in rows] == [0.0, 0.5]
+    for tau in (0.0, 0.5):
+        saved = json.loads((tmp_path / "work" / "noise-aug" / f"decoder-tau{tau:g}" / "rae" / "rae_config.json")
+                           .read_text())
+        assert saved["noise_tau"] == tau
+    assert all(math.isfinite(row[3]) and math.isfinite(row[4]) for row in rows)
+
+
+def test_missing_latent_space_is_one_clear_error(tmp_path):
+    with pytest.raises(RaeditError, match="setup.rae=.*does not exist"):
+        check_inputs(GenerationSetup(rae=str(tmp_path / "nothing")))
