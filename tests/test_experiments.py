@@ -104,3 +104,10 @@ def test_noise_aug_trains_one_decoder_per_tau(latent_space, tmp_path):
 def test_missing_latent_space_is_one_clear_error(tmp_path):
     with pytest.raises(RaeditError, match="setup.rae=.*does not exist"):
         check_inputs(GenerationSetup(rae=str(tmp_path / "nothing")))
+
+
+def test_an_experiment_without_arms_is_one_clear_error(latent_space, tmp_path, capsys):
+    assert main(["experiment", "shift", *setup_overrides(latent_space, tmp_path / "work"), "shifts=[]"]) == 2
+    assert "shifts is empty" in capsys.readouterr().err
+    assert main(["experiment", "nonsense"]) == 2
+    assert "unknown experiment 'nonsense'; known: width, shift, noise-aug, head, pixel" in capsys.readouterr().err

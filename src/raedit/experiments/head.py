@@ -19,6 +19,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from raedit.data.latent_cache import LatentCache
+from raedit.errors import RaeditError
 from raedit.experiments.generation import GenerationSetup, check_inputs, sample_and_score, stage2_config, train_arm
 from raedit.experiments.results import bar_plot, write_results
 from raedit.train.stage2 import Stage2Config, build_denoiser
@@ -61,6 +62,8 @@ def run(out: Path, settings: Settings) -> dict:
     started = time.time()
     setup = settings.setup
     check_inputs(setup)
+    if not settings.arms:
+        raise RaeditError("arms is empty: give at least one model to train")
     rows = []
     for arm in settings.arms:
         slug = "".join(c if c.isalnum() else "-" for c in arm.name).strip("-")

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from raedit.errors import RaeditError
 from raedit.experiments.generation import GenerationSetup, check_inputs, sample_and_score, stage2_config, train_arm
 from raedit.experiments.results import bar_plot, write_results
 from raedit.train.stage2 import resolve_shift
@@ -33,6 +34,8 @@ def run(out: Path, settings: Settings) -> dict:
     started = time.time()
     setup = settings.setup
     check_inputs(setup)
+    if not settings.shifts:
+        raise RaeditError("shifts is empty: give at least one flow.shift value, e.g. shifts=[none,auto]")
     rows = []
     for shift in settings.shifts:
         config = stage2_config(setup, Path(setup.work_dir) / "shift" / f"shift-{shift}", [f"flow.shift={shift}"])
