@@ -22,25 +22,33 @@ def write_results(out: Path, name: str, title: str, summary: str, columns: list[
     (a table); the caller writes the PNG."""
     out.mkdir(parents=True, exist_ok=True)
     record = {
-        "experiment": name, "command": command_line(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "experiment": name, "title": title, "summary": summary, "command": command_line(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "wall_minutes": round((time.time() - started) / 60, 1), "columns": columns, "rows": rows, **(extra or {}),
     }
     json_path = out / f"{name}.json"
     json_path.write_text(json.dumps(record, indent=2) + "\n")
-    lines = [f"# {title}", "", summary, "", f"Command: `{record['command']}` ({record['date']}, {record['machine']}; "
-             f"{record['wall_minutes']} min)",
-             "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
-    lines += ["", f"![{name}]({name}.png)", ""]
     md_path = out / f"{name}.md"
-    md_path.write_text("\n".join(lines))
+    md_path.write_text(render_markdown(record))
     return json_path, md_path
+
+
+def render_markdown(record: dict) -> str:
+    """The page of a results record: title, summary, command, the table and the plot."""
+    columns = record["columns"]
+    wall = f"; {record['wall_minutes']} min" if "wall_minutes" in record else ""
+    lines = [f"# {record['title']}", "", record["summary"], "",
+             f"Command: `{record['command']}` ({record['date']}, {record['machine']}{wall})",
+             "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in record["rows"]]
+    lines += ["", f"![{record['experiment']}]({record['experiment']}.png)", ""]
+    return "\n".join(lines)
 
 
 def _cell(value) -> str:
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.6g}"
     return str(value)
 
 
