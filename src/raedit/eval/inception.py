@@ -164,7 +164,9 @@ class InceptionFeatures(nn.Module):
         self.tail = nn.ModuleList(getattr(layers, name) for name in names[split + 1 :])
         self.logits_head = LogitsHead.from_file(logits_file) if logits_file is not None else None
         self.eval().requires_grad_(False)
-        self.to(device)
+        # Channels-last convolutions: about 16% faster on a 2-core CPU (docs/benchmarks/inception.md), same
+        # features up to float rounding.
+        self.to(device, memory_format=torch.channels_last)
 
     @property
     def device(self) -> torch.device:
@@ -178,7 +180,7 @@ class InceptionFeatures(nn.Module):
     def forward(self, images: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
         """uint8 images B x H x W x 3 (numpy) or B x 3 x H x W (torch) -> float32 features on the CPU."""
         pixels = images_to_tensor(images).to(self.device)
-        x = resize_bilinear_tf1(pixels, INPUT_SIZE)
+        x = resize_bilinear_tf1(pixels, INPUT_SIZE).contiguous(memory_format=torch.channels_last)
         x = (x - 128.0) / 128.0  # the TF graph's Sub(128) and Mul(1/128)
         for layer in self.stem:
             x = layer(x)
