@@ -53,7 +53,7 @@ FULL = DemoPlan(
     stage1=["data.limit=4000", "train.epochs=3", "loss.disc_start_epoch=1", "loss.gan_start_epoch=2",
             "train.schedule.warmup_epochs=0.2", "eval_images=1000"],
     cache=["data.limit=4000"],
-    stage2=["train.epochs=25", "train.schedule.decay_start_epoch=10", "train.schedule.decay_end_epoch=25"],
+    stage2=["train.epochs=20", "train.schedule.decay_start_epoch=8", "train.schedule.decay_end_epoch=20"],
     samples=1000,
     reference_images=1000,
 )
