@@ -1,4 +1,5 @@
-"""The TF FID Inception wrapper: TF 1.x resize, layer split equal to the whole network, batch independence."""
+"""The TF FID Inception wrapper: TF 1.x resize, the eager network (folded batch norms) equal to the scripted one,
+batch independence."""
 
 import warnings
 
@@ -28,7 +29,7 @@ def test_tf1_resize_samples_at_i_times_scale_and_clamps_the_border():
     np.testing.assert_allclose(resize_bilinear_tf1(column, 2)[0, 0, :, 0].numpy(), [0.0, 1.5])
 
 
-def test_split_network_equals_the_scripted_model(extractor, images):
+def test_eager_network_equals_the_scripted_model(extractor, images):
     with warnings.catch_warnings():  # torch.jit.load is deprecated; the weights exist only as TorchScript
         warnings.simplefilter("ignore", DeprecationWarning)
         scripted = torch.jit.load(str(inception_file()))
@@ -42,10 +43,12 @@ def test_split_network_equals_the_scripted_model(extractor, images):
                 expected_conv = layer.conv(x)
             x = layer(x)
     features = extractor(images)
-    torch.testing.assert_close(features["pool"], expected_pool)
+    # folding the batch norms into the convolutions changes float rounding only (features reach about 10)
+    torch.testing.assert_close(features["pool"], expected_pool, rtol=1e-4, atol=1e-4)
     assert features["spatial"].shape == (4, 17 * 17 * 7)
     # ADM flattens mixed_6/conv[..., :7] in TF's H, W, C order
-    torch.testing.assert_close(features["spatial"].view(4, 17, 17, 7), expected_conv[:, :7].permute(0, 2, 3, 1))
+    torch.testing.assert_close(features["spatial"].view(4, 17, 17, 7), expected_conv[:, :7].permute(0, 2, 3, 1),
+                               rtol=1e-4, atol=1e-4)
     assert float(features["spatial"].min()) >= 0.0  # after the conv's ReLU
 
 
