@@ -2,14 +2,14 @@ import math
 
 import pytest
 import torch
+from conftest import PatchEncoder
 from safetensors.torch import save_file
 
 from raedit.autoencoder import RAE, AutoencoderConfig
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
 from raedit.interop.official_decoder import DECODER_RENAMES
-from raedit.stats import save_latent_stats
-
-from conftest import PatchEncoder
+from raedit.core.tokens import latents_to_tokens, tokens_to_latents
+from raedit.latent_stats import save_latent_stats
 
 
 def make_rae(encoder=None, **config) -> RAE:
@@ -29,11 +29,13 @@ def test_encode_shape_and_per_position_channel_normalization():
 
 
 def test_tokens_map_to_the_grid_row_major():
-    rae = make_rae()
     tokens = torch.arange(2 * 16 * 12, dtype=torch.float32).reshape(2, 16, 12)
-    latents = rae.tokens_to_latents(tokens)
-    assert latents[1, 5, 2, 3].item() == tokens[1, 2 * 4 + 3, 5].item()
-    torch.testing.assert_close(rae.latents_to_tokens(latents), tokens)
+    latents = tokens_to_latents(tokens, (4, 4))
+    assert latents.shape == (2, 12, 4, 4) and latents[1, 5, 2, 3].item() == tokens[1, 2 * 4 + 3, 5].item()
+    torch.testing.assert_close(latents_to_tokens(latents), tokens)
+    rae = make_rae()
+    images = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(rae.encode_raw(images), tokens_to_latents(rae.encoder.encode(images), (4, 4)))
 
 
 def test_decode_returns_images_in_unit_range_of_the_decoder_size():

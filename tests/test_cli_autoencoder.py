@@ -9,7 +9,7 @@ from skimage import data as skimage_data
 from raedit.autoencoder import RAE, AutoencoderConfig
 from raedit.cli import main
 from raedit.encoders import ENCODERS
-from raedit.stats import save_latent_stats
+from raedit.latent_stats import save_latent_stats
 
 
 def run(capsys, *argv):

@@ -2,8 +2,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from raedit.config import load_config, to_yaml
-from raedit.errors import RaeditError
+from raedit.core.config import load_config, to_yaml
+from raedit.core.errors import RaeditError
 
 
 @dataclass

@@ -7,11 +7,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from raedit.core.errors import RaeditError
 from raedit.data import DataConfig, build_dataset
 from raedit.data.fashion_mnist import FashionMNIST, load_fashion_mnist, to_rgb
 from raedit.data.image_folder import ImageFolder, SkippedImages, collate_skipping
 from raedit.data.transforms import ImageTransform, center_crop, random_crop
-from raedit.errors import RaeditError
 
 
 def test_fashion_mnist_splits_and_balanced_labels():

@@ -8,8 +8,8 @@ from torch import nn
 from transformers import ViTMAEConfig
 from transformers.models.vit_mae.modeling_vit_mae import ViTMAELayer
 
-from raedit.decoder import DecoderConfig, ViTDecoder, sincos_position_embedding
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
+from raedit.decoder import DecoderConfig, ViTDecoder, position_table_with_cls
 from raedit.interop.official_decoder import official_decoder_to_raedit
 
 # Key names and shapes of the released checkpoints (copied from shared/reference/official-rae).
@@ -48,7 +48,7 @@ def mae_sincos_reference(width: int, grid: int) -> np.ndarray:
 
 
 def test_position_table_is_the_mae_sincos_table():
-    ours = sincos_position_embedding(64, (5, 5)).numpy()
+    ours = position_table_with_cls(64, (5, 5)).numpy()
     np.testing.assert_allclose(ours, mae_sincos_reference(64, 5), atol=1e-6)
     assert np.all(ours[0] == 0)
 

@@ -25,9 +25,9 @@ def test_quick_demo_runs_every_stage_and_writes_its_outputs(tmp_path, capsys):
 
 
 def test_benchmark_records_its_fid_in_the_results_folder(tmp_path, monkeypatch, capsys):
-    import raedit.demo
+    import raedit.jobs.demo
 
-    monkeypatch.setitem(raedit.demo.PLANS, "benchmark", raedit.demo.QUICK)  # the same code path, 2 minutes
+    monkeypatch.setitem(raedit.jobs.demo.PLANS, "benchmark", raedit.jobs.demo.QUICK)  # the same code path, 2 minutes
     out, results = tmp_path / "bench", tmp_path / "results"
     assert main(["benchmark", "--out", str(out), "--results", str(results)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())

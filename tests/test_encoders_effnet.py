@@ -7,15 +7,10 @@ import torch
 import torch.nn.functional as F
 from skimage import data
 
+from raedit.core.errors import RaeditError
+from raedit.core.files import read_state_dict
 from raedit.encoders import build_encoder, get_spec
-from raedit.encoders.effnet_lite import (
-    EfficientNetLite,
-    EfficientNetLiteEncoder,
-    SameConv2d,
-    weights_file_from_package,
-)
-from raedit.errors import RaeditError
-from raedit.weights import read_state_dict
+from raedit.encoders.effnet_lite import EfficientNetLite, EfficientNetLiteEncoder, SameConv2d, weights_file_from_package
 
 CAT_CLASSES = range(281, 286)  # ImageNet tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO_CLASS = 967

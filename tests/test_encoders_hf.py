@@ -28,8 +28,8 @@ from transformers import (
     ViTMAEModel,
 )
 
+from raedit.core.errors import RaeditError
 from raedit.encoders import build_encoder, hub
-from raedit.errors import RaeditError
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

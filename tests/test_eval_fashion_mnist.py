@@ -5,8 +5,8 @@ import numpy as np
 from raedit.data.fashion_mnist import load_fashion_mnist
 from raedit.eval.features import inception_features
 from raedit.eval.frechet import GaussianStats, frechet_distance_of
+from raedit.eval.image_sets import iterate_batches
 from raedit.eval.inception import InceptionFeatures
-from raedit.eval.samples import iterate_batches
 
 COUNT = 32  # per set; 3 sets through Inception (about 10 s on 2 cores)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
 from raedit.eval.frechet import GaussianStats, frechet_distance, frechet_distance_of, trace_sqrt_product
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
 from raedit.eval.inception import InceptionFeatures, inception_file, resize_bilinear_tf1
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
 from raedit.eval.evaluate import inception_score, parse_metrics
 from raedit.eval.inception import LogitsHead
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
 from raedit.eval.precision_recall import inside_manifold, manifold_radii, precision_recall
 
 

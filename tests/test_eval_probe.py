@@ -1,9 +1,9 @@
 """Linear probe: separable features are learned, random labels are not, real pixels of Fashion-MNIST probe well."""
 
 import numpy as np
+from eval_fakes import PatchMeanEncoder, PooledPixelsEncoder
 
 from raedit.eval.probe import linear_probe, pooled_tokens, probe_fashion_mnist
-from eval_fakes import PatchMeanEncoder, PooledPixelsEncoder
 
 
 def _clusters(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,9 +7,9 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from raedit.errors import RaeditError
-from raedit.eval.recon_metrics import perceptual, psnr, ssim
-from raedit.eval.reconstruction import evaluate_reconstructions
+from raedit.core.errors import RaeditError
+from raedit.eval.autoencoder_metrics import evaluate_reconstructions
+from raedit.eval.similarity import perceptual, psnr, ssim
 
 
 def test_psnr_of_a_constant_offset():
@@ -54,9 +54,10 @@ def test_evaluation_does_not_depend_on_the_batch_size():
 
 
 def test_eval_recon_end_to_end(tmp_path, capsys):
+    import argparse
+
     from raedit.autoencoder import RAE, AutoencoderConfig
     from raedit.cli.eval_commands import run_eval_recon
-    import argparse
 
     rae = RAE(AutoencoderConfig("effnet-lite0", encoder_input_size=64, decoder_size="tiny", decoder_patch_size=8))
     rae.save_pretrained(tmp_path / "rae")
@@ -71,7 +72,7 @@ def test_eval_recon_end_to_end(tmp_path, capsys):
 
 def test_eval_recon_without_vgg_weights_reports_lpips_unavailable(tmp_path, monkeypatch):
     from raedit.autoencoder import RAE, AutoencoderConfig
-    from raedit.eval.recon_job import EvalReconConfig, run_eval_recon
+    from raedit.jobs.eval_recon import EvalReconConfig, run_eval_recon
 
     monkeypatch.setattr("raedit.losses.perceptual.default_vgg16_path", lambda: tmp_path / "no-vgg16.pth")
     rae = RAE(AutoencoderConfig("effnet-lite0", encoder_input_size=64, decoder_size="tiny", decoder_patch_size=8))

@@ -2,15 +2,15 @@
 
 import numpy as np
 import pytest
+from eval_fakes import FakeInception, PatchMeanEncoder
 
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
 from raedit.eval.evaluate import UNAVAILABLE, evaluate_samples
 from raedit.eval.features import inception_features
 from raedit.eval.frechet import GaussianStats, frechet_distance_of
+from raedit.eval.image_sets import iterate_batches
 from raedit.eval.precision_recall import precision_recall
 from raedit.eval.reference import ReferenceStats, load_reference
-from raedit.eval.samples import iterate_batches
-from eval_fakes import FakeInception, PatchMeanEncoder
 
 
 def _images(count: int, seed: int, size: int = 8) -> np.ndarray:

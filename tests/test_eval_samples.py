@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from raedit.errors import RaeditError
-from raedit.eval.samples import (
+from raedit.core.errors import RaeditError
+from raedit.eval.image_sets import (
     NpzImages,
     iterate_batches,
     load_image_folder,

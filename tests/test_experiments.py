@@ -8,9 +8,10 @@ import pytest
 
 from raedit.autoencoder import RAE, AutoencoderConfig
 from raedit.cli import main
+from raedit.core.errors import RaeditError
 from raedit.data import DataConfig
-from raedit.data.latent_cache import CacheConfig, cache_latents, latent_stats_from_cache
-from raedit.errors import RaeditError
+from raedit.jobs.cache_latents import CacheConfig, cache_latents
+from raedit.jobs.stats import latent_stats_from_cache
 from raedit.experiments.generation import GenerationSetup, check_inputs
 
 PIXEL_SPACE = AutoencoderConfig(encoder="pixels-p8", encoder_input_size=32, decoder_size="unpatchify",
@@ -23,15 +24,17 @@ TOY_STAGE2 = ["train.epochs=1", "train.micro_batch_size=16", "train.schedule.dec
 @pytest.fixture(scope="module")
 def latent_space(tmp_path_factory):
     root = tmp_path_factory.mktemp("space")
-    RAE(PIXEL_SPACE).save_pretrained(root / "rae")
     cache_latents(CacheConfig(autoencoder=PIXEL_SPACE, data=DataConfig(limit=24), out=str(root / "latents"),
                               shard_size=16, batch_size=8, hflip=True))
-    latent_stats_from_cache(root / "latents", root / "stats.safetensors")
+    moments = latent_stats_from_cache(root / "latents")
+    rae = RAE(PIXEL_SPACE)
+    rae.set_stats(moments.mean, moments.variance)
+    rae.save_pretrained(root / "rae")
     return root
 
 
 def setup_overrides(root, work) -> list[str]:
-    return [f"setup.rae={root / 'rae'}", f"setup.latents={root / 'latents'}", f"setup.stats={root / 'stats.safetensors'}",
+    return [f"setup.rae={root / 'rae'}", f"setup.latents={root / 'latents'}",
             f"setup.overrides=[{','.join(TOY_STAGE2)}]", "setup.samples=10", "setup.reference_images=10",
             "setup.batch_size=10", "setup.sampling_steps=4", f"setup.work_dir={work}"]
 

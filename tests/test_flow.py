@@ -7,16 +7,9 @@ import warnings
 import pytest
 import torch
 
-from raedit.diffusion import (
-    TimeDistribution,
-    flow_matching_loss,
-    interpolate,
-    shift_alpha,
-    shift_time,
-    velocity_target,
-)
-from raedit.errors import RaeditError
-from raedit.models import LightningDiT
+from raedit.core.errors import RaeditError
+from raedit.diffusion import TimeDistribution, flow_matching_loss, interpolate, shift_alpha, shift_time, velocity_target
+from raedit.models import DiTConfig, LightningDiT
 
 
 def test_shift_from_the_latent_shape():
@@ -89,7 +82,7 @@ def overfit_one_latent(latent: torch.Tensor, width: int, heads: int, steps: int 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = LightningDiT(
-            tuple(latent.shape), depth=1, width=width, num_heads=heads, num_classes=1, class_dropout_prob=0.0
+            DiTConfig(tuple(latent.shape), depth=1, width=width, num_heads=heads, num_classes=1, class_dropout_prob=0.0)
         )
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=5e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)

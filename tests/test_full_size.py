@@ -1,20 +1,18 @@
 """The paper's full-size models really run: the ImageNet recipes' DiT^DH-XL and the ViT-XL decoder, one
 forward pass each at batch 1 in fp32 on the CPU (about 3.4 GB and 1.7 GB of weights)."""
 
-from pathlib import Path
-
 import torch
 
+from raedit.core.config import load_config
 from raedit.decoder import DecoderConfig, ViTDecoder
-from raedit.train.stage2 import build_denoiser, load_stage2_config
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "stage2"
+from raedit.models import build_model
+from raedit.train.stage2 import Stage2Config
 
 
 def test_ditdh_xl_recipe_runs_a_forward_pass():
-    config = load_stage2_config(CONFIGS / "imagenet256_ditdh-xl.yaml")
+    config = load_config(Stage2Config, "stage2/imagenet256_ditdh-xl")
     torch.manual_seed(0)
-    model = build_denoiser(config, config.latent_shape).eval()
+    model = build_model(config.model.architecture(tuple(config.latent_shape))).eval()
     assert sum(p.numel() for p in model.parameters()) == 838_675_796
     latents = torch.randn(1, *config.latent_shape)
     with torch.no_grad():

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from raedit.core.errors import RaeditError
 from raedit.diffusion import auto_guidance, classifier_free_guidance, guided_velocity, sample
-from raedit.errors import RaeditError
-from raedit.models import DiTDH
+from raedit.models import DiTDH, DiTDHConfig
 
 NULL = 10
 
@@ -85,7 +85,8 @@ def test_guided_velocity_dispatch_and_errors():
 def test_batched_cfg_on_a_model_equals_separate_forwards():
     torch.manual_seed(0)
     model = DiTDH(
-        (8, 4, 4), depth=1, width=32, num_heads=2, head_depth=1, head_width=32, head_num_heads=2, num_classes=5
+        DiTDHConfig((8, 4, 4), depth=1, width=32, num_heads=2, head_depth=1, head_width=32, head_num_heads=2,
+                    num_classes=5)
     )
     with torch.no_grad():
         for parameter in model.parameters():

@@ -5,16 +5,15 @@ import textwrap
 import pytest
 import torch
 from safetensors import safe_open
+from stage2_helpers import cache_config
+from torchrun import run_torchrun
 
 from raedit.cli import main
+from raedit.core.errors import RaeditError
 from raedit.data.fashion_mnist import load_fashion_mnist, to_rgb
-from raedit.data.latent_cache import LatentCache, cache_latents, shard_path
+from raedit.data.latent_cache import LatentCache, shard_path
 from raedit.encoders import build_encoder
-from raedit.errors import RaeditError
-
-from stage2_helpers import cache_config
-
-from torchrun import run_torchrun
+from raedit.jobs.cache_latents import cache_latents
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +21,8 @@ def direct_latents() -> torch.Tensor:
     """Raw EffNet-Lite0 latents (20, 112, 2, 2) of the first 20 training images, encoded directly."""
     encoder = build_encoder("effnet-lite0", input_size=32)
     images, _ = load_fashion_mnist("train")
-    tokens = encoder.encode(to_rgb(images[:20], 32))
-    return tokens.transpose(1, 2).reshape(20, 112, 2, 2), encoder.encode(to_rgb(images[:20], 32).flip(-1))
+    images = to_rgb(images[:20], 32)
+    return encoder.encode_latents(images), encoder.encode_latents(images.flip(-1))
 
 
 def test_shards_and_manifest_hold_the_encoded_latents(tmp_path, direct_latents):
@@ -67,7 +66,7 @@ def test_hflip_doubles_the_cache_with_mirrored_latents(tmp_path, direct_latents)
         flipped, indices = handle.get_tensor("flipped"), handle.get_tensor("indices")
         latents = handle.get_tensor("latents")
     assert int(flipped.sum()) == 8 and sorted(indices.tolist()) == sorted(list(range(8)) * 2)
-    mirrored = direct_latents[1].transpose(1, 2).reshape(20, 112, 2, 2)
+    mirrored = direct_latents[1]
     torch.testing.assert_close(latents[flipped], mirrored[indices[flipped]], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(latents[~flipped], direct_latents[0][indices[~flipped]], rtol=1e-4, atol=1e-4)
 
@@ -78,7 +77,7 @@ def test_two_ranks_write_the_same_cache_as_one(tmp_path):
         import sys
         sys.path.insert(0, {str(os.path.dirname(__file__))!r})
         from stage2_helpers import cache_config
-        from raedit.data.latent_cache import cache_latents
+        from raedit.jobs.cache_latents import cache_latents
         cache_latents(cache_config({str(tmp_path / 'two')!r}, 20))
         import os
         os._exit(0)  # gloo can abort at interpreter exit after all work is done

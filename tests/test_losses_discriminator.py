@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
 from raedit.losses.discriminator import (
     DinoBackbone,
     Discriminator,

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
 from raedit.losses import l1_loss
 from raedit.losses.perceptual import (
     LPIPS_SCALE,

@@ -10,10 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
 from raedit.interop.official_dit import backbone_depth, official_dit_to_raedit, official_to_raedit
-from raedit.models import DiTDH, LightningDiT, build_model
-from raedit.models.blocks import LabelEmbedder, RotaryEmbedding2D, sincos_pos_embed_2d
+from raedit.models import DiTConfig, DiTDH, DiTDHConfig, LightningDiT, build_model, model_config
+from raedit.models.blocks import LabelEmbedder
+from raedit.models.positions import RotaryEmbedding2D, sincos_position_embedding_2d
 
 # Key names and shapes of the released checkpoints (copied from shared/reference/official-rae).
 OFFICIAL = Path(__file__).resolve().parent / "data" / "official-rae"
@@ -28,7 +29,7 @@ def official_entry(name: str) -> dict:
 def test_ditdh_matches_released_checkpoint_layout_and_parameter_count(model_name, official_name):
     official = official_entry(official_name)
     with torch.device("meta"):
-        model = build_model(model_name, DINOV2_B_LATENT)
+        model = build_model(model_config(model_name, DINOV2_B_LATENT))
     # Frozen pos_embed and time frequencies W count, RoPE buffers don't: the official count.
     assert sum(p.numel() for p in model.parameters()) == official["num_params"]
     official_shapes = {key: torch.empty(shape, device="meta") for key, shape in official["state_dict"].items()}
@@ -157,7 +158,7 @@ def to_official_keys(state_dict, depth):
 def small_ditdh(**kwargs) -> DiTDH:
     config = dict(depth=2, width=32, num_heads=2, head_depth=2, head_width=48, head_num_heads=2, num_classes=5)
     config.update(kwargs)
-    return DiTDH((8, 4, 4), **config)
+    return DiTDH(DiTDHConfig((8, 4, 4), **config))
 
 
 def randomize(model: torch.nn.Module, seed: int) -> None:
@@ -193,12 +194,12 @@ def test_official_weights_compute_the_official_function():
 
 def test_official_lightningdit_weights_compute_the_official_function():
     torch.manual_seed(0)
-    source = LightningDiT((8, 4, 4), depth=2, width=32, num_heads=2, num_classes=5)
+    source = LightningDiT(DiTConfig((8, 4, 4), depth=2, width=32, num_heads=2, num_classes=5))
     randomize(source, seed=3)
     official = {("feat_" + key if key.startswith("rope.") else key): v for key, v in source.state_dict().items()}
     cos, sin = official_rope_tables(16, 4)
     torch.testing.assert_close(official["feat_rope.freqs_cos"], cos)
-    target = LightningDiT((8, 4, 4), depth=2, width=32, num_heads=2, num_classes=5).eval()
+    target = LightningDiT(DiTConfig((8, 4, 4), depth=2, width=32, num_heads=2, num_classes=5)).eval()
     target.load_state_dict(official_dit_to_raedit(official), strict=True)
     x, t, y = torch.randn(2, 8, 4, 4), torch.tensor([0.2, 0.7]), torch.tensor([1, 5])
     with torch.no_grad():
@@ -230,7 +231,7 @@ def test_rope_scores_depend_only_on_the_2d_offset():
 
 
 def test_sincos_position_embedding_layout():
-    embed = sincos_pos_embed_2d(16, (3, 5)).reshape(3, 5, 16)
+    embed = sincos_position_embedding_2d(16, (3, 5)).reshape(3, 5, 16)
     row, col = 2, 4
     assert torch.allclose(embed[row, col, 0], torch.sin(torch.tensor(float(col))))
     assert torch.allclose(embed[row, col, 4], torch.cos(torch.tensor(float(col))))
@@ -253,7 +254,7 @@ def test_label_dropout_rate_and_null_class():
 def test_models_start_at_zero_velocity_and_learn_class_dependence(family):
     torch.manual_seed(0)
     if family == "dit":
-        model = LightningDiT((8, 4, 4), depth=2, width=32, num_heads=2, num_classes=5)
+        model = LightningDiT(DiTConfig((8, 4, 4), depth=2, width=32, num_heads=2, num_classes=5))
     else:
         model = small_ditdh()
     x, t = torch.randn(2, 8, 4, 4), torch.tensor([0.3, 0.7])
@@ -283,32 +284,33 @@ def test_frozen_parameters_are_time_frequencies_and_positions():
 
 
 def test_qk_norm_adds_per_head_rmsnorm():
-    model = LightningDiT((8, 4, 4), depth=1, width=32, num_heads=2, num_classes=5, qk_norm=True)
+    model = LightningDiT(DiTConfig((8, 4, 4), depth=1, width=32, num_heads=2, num_classes=5, qk_norm=True))
     assert model.state_dict()["blocks.0.attn.q_norm.weight"].shape == (16,)
     assert model.state_dict()["blocks.0.attn.k_norm.weight"].shape == (16,)
 
 
 def test_width_below_latent_channels_warns_citing_the_width_rule():
     with pytest.warns(UserWarning, match=r"Sec\. 4\.1"):
-        LightningDiT((64, 2, 2), depth=1, width=32, num_heads=2, num_classes=1)
+        LightningDiT(DiTConfig((64, 2, 2), depth=1, width=32, num_heads=2, num_classes=1))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        LightningDiT((32, 2, 2), depth=1, width=32, num_heads=2, num_classes=1)
+        LightningDiT(DiTConfig((32, 2, 2), depth=1, width=32, num_heads=2, num_classes=1))
         # DiT^DH-S: a narrow backbone is fine, the wide head produces the output.
         with torch.device("meta"):
-            build_model("ditdh-s", DINOV2_B_LATENT)
+            model_config("ditdh-s", DINOV2_B_LATENT)
     with pytest.warns(UserWarning, match="head width 48"):
-        DiTDH((64, 4, 4), depth=1, width=32, num_heads=2, head_depth=1, head_width=48, head_num_heads=2, num_classes=1)
+        DiTDH(DiTDHConfig((64, 4, 4), depth=1, width=32, num_heads=2, head_depth=1, head_width=48, head_num_heads=2,
+                          num_classes=1))
 
 
 def test_sizes_and_bad_input():
     with torch.device("meta"):
-        model = build_model("dit-b", (32, 4, 4), num_classes=10)
+        model = build_model(model_config("dit-b", (32, 4, 4), num_classes=10))
     assert (len(model.blocks), model.pos_embed.shape[-1], model.blocks[0].attn.num_heads) == (12, 768, 12)
     with pytest.raises(RaeditError, match="unknown model"):
-        build_model("ditdh-xxl", (8, 4, 4))
+        model_config("ditdh-xxl", (8, 4, 4))
     with pytest.raises(RaeditError, match="bad arguments"):
-        build_model("dit-s", (8, 4, 4), head_width=32)
+        model_config("dit-s", (8, 4, 4), head_width=32)
     model = small_ditdh()
     with pytest.raises(RaeditError, match=r"\(B, 8, 4, 4\)"):
         model(torch.zeros(1, 8, 2, 2), torch.zeros(1), torch.zeros(1, dtype=torch.long))

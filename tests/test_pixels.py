@@ -4,21 +4,21 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from stage2_helpers import TINY_MODEL
 
 from raedit.autoencoder import RAE, AutoencoderConfig
-from raedit.config import load_config
+from raedit.core.config import load_config
+from raedit.core.errors import RaeditError
 from raedit.data.fashion_mnist import load_fashion_mnist, to_rgb
-from raedit.data.latent_cache import CacheConfig, LatentCache, cache_latents
+from raedit.data.latent_cache import LatentCache
+from raedit.jobs.cache_latents import CacheConfig, cache_latents
 from raedit.decoder import PatchUnpatchify
 from raedit.diffusion.denoiser_io import load_denoiser
 from raedit.encoders import ENCODERS, build_encoder
-from raedit.errors import RaeditError
-from raedit.sample import SampleConfig, generate
-from raedit.stats import load_latent_stats
-from raedit.stats_job import StatsConfig, compute_latent_stats
-from raedit.train.stage2 import load_stage2_config, train_diffusion
-
-from stage2_helpers import TINY_MODEL
+from raedit.jobs.sample import SampleConfig, generate
+from raedit.jobs.stats import StatsConfig, compute_latent_stats
+from raedit.latent_stats import load_latent_stats
+from raedit.train.stage2 import Stage2Config, train_diffusion
 
 PIXEL_RAE = dict(encoder="pixels-p6", encoder_input_size=24, decoder_size="unpatchify", decoder_patch_size=6)
 
@@ -119,27 +119,29 @@ def test_latent_cache_stats_stage2_and_sampling(tmp_path):
     cache = LatentCache(tmp_path / "cache")
     assert tuple(cache.latent_shape) == (108, 4, 4) and cache.encoder == "pixels-p6" and len(cache) == 6
     raw, _ = load_fashion_mnist("train")
-    expected = build_encoder("pixels-p6").encode(to_rgb(raw[:6], 32)).transpose(1, 2).reshape(6, 108, 4, 4)
+    expected = build_encoder("pixels-p6").encode_latents(to_rgb(raw[:6], 32))
     latents = torch.stack([cache[i][0] for i in range(6)])
     torch.testing.assert_close(latents, expected)
     assert latents.min() == -1 and latents.max() < 1  # black background, its bicubic overshoot (-1.08) clamped
 
+    RAE(AutoencoderConfig(**PIXEL_RAE)).save_pretrained(tmp_path / "rae")
     stats = tmp_path / "stats.safetensors"
     overrides[-1] = f"out={stats}"
-    compute_latent_stats(load_config(StatsConfig, overrides=overrides))
+    compute_latent_stats(load_config(StatsConfig, overrides=[*overrides, f"rae={tmp_path / 'rae'}"]))
     mean, var = load_latent_stats(stats, (108, 4, 4), "pixels-p6")
     torch.testing.assert_close(mean, latents.mean(0))
     torch.testing.assert_close(var, latents.var(0, unbiased=False))
+    rae = RAE.from_pretrained(tmp_path / "rae")  # the statistics went into the RAE too
+    assert rae.normalized and torch.equal(rae.latent_mean, mean) and torch.equal(rae.latent_var, var)
 
-    RAE(AutoencoderConfig(**PIXEL_RAE)).save_pretrained(tmp_path / "rae")
     run = tmp_path / "run"
-    config = load_stage2_config(None, [
-        f"rae={tmp_path / 'rae'}", f"stats={stats}", f"latents={tmp_path / 'cache'}", f"run_dir={run}",
+    config = load_config(Stage2Config, None, [
+        f"rae={tmp_path / 'rae'}", f"latents={tmp_path / 'cache'}", f"run_dir={run}",
         "train.epochs=1", "train.micro_batch_size=6", "train.logging.every_steps=0",
         "train.logging.progress_bar=false", "train.logging.tensorboard=false", "preview.images=2",
         "preview.steps=2", *TINY_MODEL])
     assert train_diffusion(config).reason == "finished"
-    assert load_denoiser(run)[1].latent_shape == [108, 4, 4]
+    assert load_denoiser(run)[1].latent_shape == (108, 4, 4)
     out = generate(SampleConfig(ckpt=str(run), num=2, steps=2, out=str(tmp_path / "s.npz"), grid=None))
     samples = np.load(out)["arr_0"]
     assert samples.shape == (2, 24, 24, 3) and samples.dtype == np.uint8
@@ -148,7 +150,7 @@ def test_latent_cache_stats_stage2_and_sampling(tmp_path):
 def test_stage1_refuses_a_decoder_without_parameters(tmp_path):
     from raedit.train.stage1 import Stage1Config, train_decoder
 
-    config = load_config(Stage1Config, "configs/stage1/demo.yaml", [
+    config = load_config(Stage1Config, "stage1/demo", [
         "autoencoder.encoder=pixels-p8", "autoencoder.encoder_input_size=32", "autoencoder.decoder_size=unpatchify",
         f"run_dir={tmp_path / 'run'}"])
     with pytest.raises(RaeditError, match="decoder_size unpatchify has no parameters: nothing to train"):
@@ -158,7 +160,7 @@ def test_stage1_refuses_a_decoder_without_parameters(tmp_path):
 def test_reconstruct_command_works_with_the_parameter_free_decoder(tmp_path):
     from PIL import Image
 
-    from raedit.reconstruct import reconstruct_files
+    from raedit.jobs.reconstruct import reconstruct_files
 
     rae = RAE(AutoencoderConfig(**PIXEL_RAE)).eval()
     path = tmp_path / "image.png"

@@ -6,16 +6,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from stage2_helpers import make_rae_dir
+from torchrun import run_torchrun
 
 from raedit.cli import main
+from raedit.core.errors import RaeditError
 from raedit.diffusion.denoiser_io import DenoiserInfo, save_denoiser
-from raedit.errors import RaeditError
-from raedit.models import build_model
-from raedit.sample import SampleConfig, generate, sample_labels
-
-from stage2_helpers import make_rae_dir
-
-from torchrun import run_torchrun
+from raedit.jobs.sample import SampleConfig, generate, sample_labels
+from raedit.models import build_model, model_config
 
 TINY = dict(depth=1, width=64, num_heads=2, head_depth=1, head_width=128, head_num_heads=2, num_classes=10)
 
@@ -24,21 +22,21 @@ def save_model(directory: Path, rae: Path, latent_shape=(112, 2, 2), seed: int =
     """A tiny DiT^DH with random (non-zero) output layers, exported like a training run's model."""
     args = {**TINY, **changes}
     torch.manual_seed(seed)
-    model = build_model("ditdh-s", latent_shape, **args)
+    model = build_model(model_config("ditdh-s", latent_shape, **args))
     with torch.no_grad():
         for parameter in model.parameters():
             if parameter.requires_grad:
                 parameter.add_(torch.randn_like(parameter) * 0.05)
         model.y_embedder.embedding_table.weight.normal_(0, 1.0)  # classes that make a visible difference
-    info = DenoiserInfo("ditdh-s", args, list(latent_shape), args["num_classes"], 0.5, str(rae), "effnet-lite0")
-    mean, var = torch.randn(latent_shape), torch.rand(latent_shape) + 0.5
-    return save_denoiser(model, directory, info, (mean, var))
+    info = DenoiserInfo(model.config, 0.5, str(rae), "effnet-lite0")
+    return save_denoiser(directory, model.state_dict(), info)
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sample")
-    rae = make_rae_dir(root / "rae")
+    torch.manual_seed(0)
+    rae = make_rae_dir(root / "rae", stats=(torch.randn(112, 2, 2), torch.rand(112, 2, 2) + 0.5))
     return {"rae": rae, "main": save_model(root / "main", rae), "guide": save_model(root / "guide", rae, seed=1),
             "rae64": make_rae_dir(root / "rae64", input_size=64),
             "other": save_model(root / "other", rae, latent_shape=(112, 4, 4)), "root": root}
@@ -101,7 +99,7 @@ def test_guidance_changes_the_samples_and_bf16_stays_close(models, tmp_path):
 def test_two_ranks_write_the_same_samples_as_one(models, tmp_path):
     script = tmp_path / "job.py"
     script.write_text(textwrap.dedent(f"""
-        from raedit.sample import SampleConfig, generate
+        from raedit.jobs.sample import SampleConfig, generate
         generate(SampleConfig(ckpt={str(models['main'])!r}, num=7, steps=3, sampler="sde", batch_size=2,
                               out={str(tmp_path / 'two.npz')!r}, grid=None))
         import os
@@ -135,8 +133,10 @@ def test_bad_inputs_are_one_line_errors(models, tmp_path):
 def test_sample_command(models, tmp_path, capsys):
     out, grid = tmp_path / "s.npz", tmp_path / "g.png"
     assert main(["sample", "--ckpt", str(models["main"]), "--num", "4", "--steps", "2", "--sampler", "heun",
-                 "--out", str(out), "--grid", str(grid), "--classes", "2", "7"]) == 0
-    assert np.load(out)["labels"].tolist() == [2, 7, 2, 7] and grid.is_file()
+                 "--out", str(out), "--grid", str(grid), "--classes", "2", "7", "--grid-images", "2",
+                 "--t-end", "0.001"]) == 0
+    assert np.load(out)["labels"].tolist() == [2, 7, 2, 7]
+    assert Image.open(grid).size == (2 * 34 + 2, 34 + 2)  # --grid-images 2: one row of two
     assert main(["sample", "--ckpt", str(models["main"]), "--classes", "12", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown class ids [12]" in err[0]

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
+from raedit.core.errors import RaeditError
 from raedit.diffusion import sample, shift_time, time_grid
-from raedit.errors import RaeditError
 
 # Data ~ N(mu_c, s_c^2) independently per channel c.
 MU = torch.tensor([-1.0, 0.5, 2.0, 0.0], dtype=torch.float64).view(1, 4, 1, 1)

@@ -4,13 +4,12 @@ import textwrap
 import pytest
 import torch
 from safetensors.torch import load_file
+from torchrun import run_torchrun
 
 from raedit.autoencoder import RAE
-from raedit.config import load_config
-from raedit.errors import RaeditError
+from raedit.core.config import load_config
+from raedit.core.errors import RaeditError
 from raedit.train.stage1 import Stage1Config, train_decoder
-
-from torchrun import run_torchrun
 
 TINY = [
     "autoencoder.encoder=effnet-lite0", "autoencoder.encoder_input_size=64", "autoencoder.decoder_size=tiny",
@@ -88,8 +87,8 @@ def test_two_ranks_hold_identical_decoder_and_discriminator_weights(tmp_path):
         import os
         import torch
         from safetensors.torch import save_file
-        from raedit.config import load_config
-        from raedit.train.distributed import unwrap_model
+        from raedit.core.config import load_config
+        from raedit.train.parallel import unwrap_model
         from raedit.train.stage1 import Stage1Config, train_decoder
         overrides = {TINY!r} + ["data.limit=32", "train.epochs=1", "loss.disc_start_epoch=0",
                                 "loss.gan_start_epoch=0", "run_dir={tmp_path / 'run'}"]

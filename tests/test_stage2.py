@@ -4,29 +4,32 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from stage2_helpers import TINY_MODEL, make_rae_dir, make_setup
 
+from raedit.autoencoder import RAE
 from raedit.cli import main
+from raedit.core.config import RECIPES, load_config
+from raedit.core.distributed import init_distributed
+from raedit.core.errors import RaeditError
 from raedit.data import DataConfig, build_dataset
 from raedit.data.image_folder import collate_skipping
 from raedit.data.latent_cache import LatentCache
-from raedit.diffusion.denoiser_io import load_denoiser, load_denoiser_stats
+from raedit.diffusion.denoiser_io import load_denoiser, read_denoiser_info
 from raedit.diffusion.flow import TimeDistribution, flow_matching_loss
-from raedit.errors import RaeditError
-from raedit.train.distributed import init_distributed
+from raedit.models import build_model
 from raedit.train.ema import EMA
 from raedit.train.optim import build_adamw, clip_gradients
-from raedit.train.stage2 import (
-    DiffusionTraining,
-    FlowConfig,
-    build_denoiser,
-    load_stage2_config,
-    resolve_shift,
-    train_diffusion,
-)
+from raedit.train.stage2 import DiffusionTraining, FlowConfig, Stage2Config, resolve_shift, train_diffusion
 
-from stage2_helpers import TINY_MODEL, make_rae_dir, make_setup
+CONFIGS = RECIPES / "stage2"
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "stage2"
+
+def load_stage2_config(path, overrides=None) -> Stage2Config:
+    return load_config(Stage2Config, path, overrides)
+
+
+def build_denoiser(config: Stage2Config, latent_shape) -> torch.nn.Module:
+    return build_model(config.model.architecture(tuple(latent_shape)))
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,7 @@ def setup(tmp_path_factory) -> dict[str, Path]:
 
 
 def overrides(setup: dict[str, Path], run_dir: Path, *extra: str) -> list[str]:
-    return [f"rae={setup['rae']}", f"stats={setup['stats']}", f"latents={setup['cache']}", f"run_dir={run_dir}",
+    return [f"rae={setup['rae']}", f"latents={setup['cache']}", f"run_dir={run_dir}",
             "train.micro_batch_size=16", "train.logging.every_steps=0", "train.logging.progress_bar=false",
             "train.logging.tensorboard=false", "preview.images=0", *TINY_MODEL, *extra]
 
@@ -61,11 +64,14 @@ def test_training_on_cached_latents_lowers_the_loss_and_exports_the_model(setup,
     result = train_diffusion(config)
     assert result.reason == "finished" and result.progress.step == 120
     model, info = load_denoiser(tmp_path / "run")
-    assert info.latent_shape == [112, 2, 2] and info.num_classes == 10 and info.model_name == "ditdh-s"
+    assert info.latent_shape == (112, 2, 2) and info.num_classes == 10 and info.model == config.model.architecture(
+        (112, 2, 2))
     assert info.shift_alpha == pytest.approx(math.sqrt(112 * 4 / 4096)) and info.encoder == "effnet-lite0"
     assert info.rae == str(setup["rae"])
+    assert sorted(p.name for p in (tmp_path / "run" / "model").iterdir()) == ["model.safetensors", "model_config.json"]
     cache = LatentCache(setup["cache"])
-    mean, var = load_denoiser_stats(tmp_path / "run")
+    rae = RAE.from_pretrained(info.rae)  # the model's latent statistics are its RAE's
+    mean, var = rae.latent_mean, rae.latent_var
     raw = torch.stack([cache[i][0] for i in range(len(cache))])
     latents = (raw - mean) / torch.sqrt(var + 1e-5)
     labels = torch.tensor([cache[i][1] for i in range(len(cache))])
@@ -81,8 +87,7 @@ def test_resumed_run_ends_where_an_uninterrupted_run_ends(setup, tmp_path):
     first = load_stage2_config(None, overrides(setup, tmp_path / "b", "train.epochs=3", "train.stop_after_steps=2"))
     assert train_diffusion(first).reason == "stopped"
     checkpoint = next((tmp_path / "b" / "checkpoints").iterdir())
-    recorded = load_stage2_config(checkpoint / "config.yaml")
-    assert recorded.latent_shape == [112, 2, 2]  # every checkpoint records the latent shape
+    assert read_denoiser_info(checkpoint) == read_denoiser_info(tmp_path / "a")  # every checkpoint describes its model
     resumed = train_diffusion(load_stage2_config(None, overrides(setup, tmp_path / "b", "train.epochs=3")),
                               resume=True)
     assert resumed.progress.step == 6
@@ -92,7 +97,7 @@ def test_resumed_run_ends_where_an_uninterrupted_run_ends(setup, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
     # a training checkpoint loads as a denoiser too (an earlier model, e.g. the AutoGuidance guide)
     model, info = load_denoiser(checkpoint)
-    assert info.latent_shape == [112, 2, 2]
+    assert info.latent_shape == (112, 2, 2)
     ema = load_file(str(checkpoint / "ema-denoiser.safetensors"))
     torch.testing.assert_close(model.state_dict()["final_layer.linear.weight"], ema["final_layer.linear.weight"])
 
@@ -133,20 +138,19 @@ def test_bad_inputs_are_one_line_errors(setup, tmp_path):
     with pytest.raises(RaeditError, match=r"latent_shape is \(768, 16, 16\), but the RAE .* gives latents "
                                           r"\(112, 2, 2\)"):
         DiffusionTraining(wrong_shape, ctx)
-    no_stats = load_stage2_config(None, overrides(setup, tmp_path, "stats=null"))
-    with pytest.raises(RaeditError, match="has no latent statistics"):
+    no_stats = load_stage2_config(None, overrides(setup, tmp_path, f"rae={make_rae_dir(tmp_path / 'plain')}"))
+    with pytest.raises(RaeditError, match=r"has no latent statistics: store them in it with `raedit stats CONFIG rae="):
         DiffusionTraining(no_stats, ctx)
     too_few = load_stage2_config(None, overrides(setup, tmp_path, "model.num_classes=5"))
     with pytest.raises(RaeditError, match="10 classes"):
         DiffusionTraining(too_few, ctx)
-    other_rae = make_rae_dir(tmp_path / "rae64", input_size=64)  # latents (112, 4, 4)
-    mismatched = load_stage2_config(None, overrides(setup, tmp_path, f"rae={other_rae}", "stats=null"))
-    with pytest.raises(RaeditError, match=r"no latent statistics"):
-        DiffusionTraining(mismatched, ctx)
+    other_rae = make_rae_dir(tmp_path / "rae64", stats=(torch.zeros(112, 4, 4), torch.ones(112, 4, 4)), input_size=64)
     mismatched = load_stage2_config(None, overrides(setup, tmp_path, f"rae={other_rae}"))
-    with pytest.raises(RaeditError, match=r"have shape \(112, 2, 2\), but this autoencoder's latents are "
-                                          r"\(112, 4, 4\)"):
+    with pytest.raises(RaeditError, match=r"the latent cache .* holds latents \(112, 2, 2\) of encoder "
+                                          r"'effnet-lite0', the RAE gives \(112, 4, 4\)"):
         DiffusionTraining(mismatched, ctx)
+    with pytest.raises(RaeditError, match="unknown config key 'stats'"):  # the RAE is the one owner of its stats
+        load_stage2_config(None, overrides(setup, tmp_path, "stats=x.safetensors"))
 
 
 def test_train_command_reports_a_bad_key_in_one_line(tmp_path, capsys):
@@ -176,7 +180,7 @@ def test_imagenet_recipes_instantiate(name):
     assert train.micro_batch_size * train.grad_accum_steps * 8 == 1024  # global batch on 8 processes
     assert config.flow.time_distribution == "logit-normal" and config.flow.shift == "auto"
     side = 32 if "512" in name else 16
-    assert config.latent_shape == [768, side, side]
+    assert config.latent_shape == [768, side, side] and config.rae is not None
     assert resolve_shift(config.flow, config.latent_shape) == pytest.approx(math.sqrt(768 * side * side / 4096))
 
 

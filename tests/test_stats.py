@@ -4,15 +4,14 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+from torchrun import run_torchrun
 
-from raedit.config import load_config
+from raedit.core.config import load_config
+from raedit.core.errors import RaeditError
 from raedit.data.fashion_mnist import load_fashion_mnist, to_rgb
 from raedit.encoders import build_encoder
-from raedit.errors import RaeditError
-from raedit.stats import RunningMoments, load_latent_stats, save_latent_stats
-from raedit.stats_job import StatsConfig, compute_latent_stats
-
-from torchrun import run_torchrun
+from raedit.jobs.stats import StatsConfig, compute_latent_stats
+from raedit.latent_stats import RunningMoments, load_latent_stats, save_latent_stats
 
 
 def test_streaming_moments_equal_the_direct_computation_for_any_batching():
@@ -87,8 +86,8 @@ def test_stats_job_under_torchrun_merges_ranks_exactly(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(textwrap.dedent(f"""
         import os
-        from raedit.config import load_config
-        from raedit.stats_job import StatsConfig, compute_latent_stats
+        from raedit.core.config import load_config
+        from raedit.jobs.stats import StatsConfig, compute_latent_stats
         config = load_config(StatsConfig, overrides=[
             "autoencoder.encoder=effnet-lite0", "autoencoder.encoder_input_size=32", "data.resolution=32",
             "data.limit=41", "batch_size=5", "out={tmp_path / 'dist.safetensors'}"])

@@ -10,7 +10,8 @@ import pytest
 import safetensors.torch
 import torch
 
-from raedit.errors import RaeditError
+from raedit.core.distributed import DistContext
+from raedit.core.errors import RaeditError
 from raedit.train import checkpoint as checkpoint_module
 from raedit.train.checkpoint import (
     Progress,
@@ -21,7 +22,6 @@ from raedit.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from raedit.train.distributed import DistContext
 from raedit.train.ema import EMA
 from raedit.train.schedules import LRSchedule
 

@@ -28,15 +28,16 @@ def _config(strategy: str):
 
 
 def _full_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    from raedit.train.distributed import unwrap_model
+    from raedit.train.parallel import unwrap_model
 
     state = unwrap_model(model).state_dict()
     return {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in state.items()}
 
 
 def _worker(out_dir: Path) -> None:
-    from raedit.train.distributed import init_distributed, shutdown_distributed
     from train_toy import build_loop
+
+    from raedit.core.distributed import init_distributed, shutdown_distributed
 
     ctx = init_distributed(backend="gloo", device="cpu")
     for strategy in STRATEGIES:

@@ -9,16 +9,16 @@ import signal
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_toy import ToyData, build_loop, toy_config, toy_model
 
-from raedit.errors import RaeditError
+from raedit.core.distributed import DistContext
+from raedit.core.errors import RaeditError
 from raedit.train.checkpoint import latest_checkpoint
-from raedit.train.distributed import DistContext
 from raedit.train.ema import EMA
 from raedit.train.loop import NonFiniteLossError, Phase, TrainLoop, steps_per_epoch
 from raedit.train.optim import build_adamw
-from raedit.train.rundir import RunDir
+from raedit.train.run_dir import RunDir
 from raedit.train.schedules import build_schedule
-from train_toy import ToyData, build_loop, toy_config, toy_model
 
 CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
@@ -165,7 +165,7 @@ def test_second_ctrl_c_stops_at_once(tmp_path):
 
 def _two_phase_loop(run_root, config) -> TrainLoop:
     """Stage-1 shape: a generator with EMA, then a discriminator that starts at epoch 1 and reads the
-    generator's outputs from the step's scratch space."""
+    generator's outputs of the same step."""
     generator = toy_model(seed=0, dropout=0.1)
     torch.manual_seed(1)
     discriminator = torch.nn.Linear(2, 1)
@@ -173,16 +173,20 @@ def _two_phase_loop(run_root, config) -> TrainLoop:
     g_opt = build_adamw(generator.parameters(), config.optim)
     d_opt = build_adamw(discriminator.parameters(), config.optim)
 
+    fakes: list[torch.Tensor] = []  # this step's generator outputs, per micro-batch, for the discriminator
+
     def g_loss(batch, ctx):
         _, x, y = batch
         fake = generator(x + 0.01 * torch.randn_like(x))
-        ctx.scratch[f"fake/{ctx.micro_index}"] = fake.detach()
+        if ctx.micro_index == 0:
+            fakes.clear()
+        fakes.append(fake.detach())
         gan = -discriminator(fake).mean() if ctx.epoch >= 1 else torch.zeros(())
         return (fake - y).pow(2).mean() + 0.1 * gan, {}
 
     def d_loss(batch, ctx):
         _, _, y = batch
-        fake = ctx.scratch[f"fake/{ctx.micro_index}"]
+        fake = fakes[ctx.micro_index]
         return torch.relu(1 - discriminator(y)).mean() + torch.relu(1 + discriminator(fake)).mean(), {}
 
     run_dir = RunDir(run_root)

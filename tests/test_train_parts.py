@@ -9,14 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from raedit.config import load_config
-from raedit.errors import RaeditError
+from raedit.core.config import load_config
+from raedit.core.errors import RaeditError
+from raedit.core.images import save_image_grid
 from raedit.train.config import ScheduleConfig, TrainLoopConfig
 from raedit.train.ema import EMA
+from raedit.train.epoch_shards import EpochShardSampler
 from raedit.train.optim import build_adamw, clip_gradients
 from raedit.train.precision import autocast_context, configure_matmul_precision
-from raedit.train.rundir import save_image_grid
-from raedit.train.sampling import EpochShardSampler
 from raedit.train.schedules import LRSchedule, build_schedule
 from raedit.train.tracking import ProgressBar
 
@@ -90,9 +90,21 @@ def test_ema_follows_the_exponential_moving_average_formula():
     # Closed form: the weights stood at +1, +3, +6 after the three updates.
     shift = (0.9**2 * 0.1) * 1 + (0.9 * 0.1) * 3 + 0.1 * 6
     torch.testing.assert_close(ema.state_dict()["bias"], start["bias"] + shift)
-    copy = torch.nn.Linear(3, 2)
-    ema.copy_to(copy)
-    assert torch.equal(copy.weight, ema.state_dict()["weight"])
+
+    # The averages held in a module of the model's architecture: the same numbers, and the module runs them.
+    torch.manual_seed(0)
+    model, average = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    plain, held = EMA(model, decay=0.9), EMA(model, decay=0.9, average=average)
+    assert torch.equal(average.weight, model.weight) and not average.weight.requires_grad
+    for step in range(3):
+        with torch.no_grad():
+            model.weight.mul_(1.5)
+        plain.update(model)
+        held.update(model)
+    assert all(torch.equal(plain.state_dict()[k], held.state_dict()[k]) for k in expected)
+    assert torch.equal(average.weight, plain.state_dict()["weight"]) and not torch.equal(average.weight, model.weight)
+    with pytest.raises(ValueError, match="other parameters"):
+        EMA(model, 0.9, average=torch.nn.Linear(3, 2, bias=False))
 
 
 def test_sampler_shards_are_disjoint_and_resume_mid_epoch():

@@ -9,12 +9,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from raedit.core.distributed import DistContext
 from raedit.train.config import TrainLoopConfig
-from raedit.train.distributed import DistContext, wrap_model
 from raedit.train.ema import EMA
 from raedit.train.loop import Phase, StepContext, TrainLoop, steps_per_epoch
 from raedit.train.optim import build_adamw
-from raedit.train.rundir import RunDir
+from raedit.train.parallel import wrap_model
+from raedit.train.run_dir import RunDir
 from raedit.train.schedules import build_schedule
 
 

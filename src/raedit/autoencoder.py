@@ -5,28 +5,29 @@
     decode:  latents -> z * sqrt(var + eps) + mean -> tokens -> decoder -> de-normalized pixels [0, 1]
 
 `save_pretrained` writes the decoder and the statistics (safetensors) and a JSON config naming the encoder;
-the frozen encoder's own weights are loaded from its source by name. With a pixel-patch encoder and
+the frozen encoder's own weights are loaded from its source by name. The saved RAE is the one owner of its latent
+statistics: a denoiser trained in its latent space names the RAE, and `store_latent_stats` adds statistics to a
+saved RAE (`raedit stats ... rae=DIR`). With a pixel-patch encoder and
 decoder_size "unpatchify" the RAE is the identity up to patchify (Table 11's pixel-diffusion baseline): nothing
 to train, and `RAE(config).save_pretrained(directory)` gives stage 2 its `rae=<directory>`.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from raedit.core.errors import RaeditError
+from raedit.core.files import read_json, read_state_dict, save_tensors, write_json
+from raedit.core.tokens import latents_to_tokens, tokens_to_latents
 from raedit.decoder import DecoderConfig, PatchUnpatchify, ViTDecoder
 from raedit.encoders import Encoder, build_encoder
 from raedit.encoders.pixels import PixelPatchEncoder
-from raedit.errors import RaeditError
 from raedit.interop.official_decoder import official_decoder_to_raedit
-from raedit.stats import load_latent_stats
-from raedit.weights import read_state_dict
+from raedit.latent_stats import load_latent_stats
 
 CONFIG_FILE = "rae_config.json"
 WEIGHTS_FILE = "rae.safetensors"
@@ -57,6 +58,11 @@ class AutoencoderConfig:
         if self.noise_tau < 0:
             raise RaeditError(f"noise_tau must be >= 0, got {self.noise_tau}")
 
+    def build_encoder(self) -> Encoder:
+        """The frozen encoder this config names, at its input size."""
+        options = {"input_size": self.encoder_input_size} if self.encoder_input_size else {}
+        return build_encoder(self.encoder, self.encoder_weights, **options)
+
 
 class RAE(nn.Module):
     """Frozen `encoder` + latent statistics + trainable `decoder`. Latents are B x C x h x w."""
@@ -64,11 +70,8 @@ class RAE(nn.Module):
     def __init__(self, config: AutoencoderConfig, encoder: Encoder | None = None) -> None:
         super().__init__()
         self.config = config
-        if encoder is None:
-            kwargs = {"input_size": config.encoder_input_size} if config.encoder_input_size else {}
-            encoder = build_encoder(config.encoder, config.encoder_weights, **kwargs)
-        self.encoder = encoder
-        channels, (h, w) = encoder.channels, encoder.grid
+        self.encoder = config.build_encoder() if encoder is None else encoder
+        channels, (h, w) = self.encoder.channels, self.encoder.grid
         self.latent_shape = (channels, h, w)
         self.decoder = self._build_decoder()
         self.register_buffer("latent_mean", torch.zeros(self.latent_shape))
@@ -103,14 +106,6 @@ class RAE(nn.Module):
         self.latent_var.copy_(var)
         self.normalized = True
 
-    def tokens_to_latents(self, tokens: torch.Tensor) -> torch.Tensor:
-        """B x N x C tokens (row-major grid) -> B x C x h x w."""
-        _, h, w = self.latent_shape
-        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
-
-    def latents_to_tokens(self, latents: torch.Tensor) -> torch.Tensor:
-        return latents.flatten(2).transpose(1, 2)
-
     def add_noise(self, tokens: torch.Tensor) -> torch.Tensor:
         """Sec. 4.3: z + sigma * eps, one sigma per sample (tau * U(0,1), or |N(0, tau^2)|)."""
         shape = (tokens.shape[0],) + (1,) * (tokens.ndim - 1)
@@ -130,10 +125,9 @@ class RAE(nn.Module):
             return latents
         return latents * torch.sqrt(self.latent_var + self.config.stats_eps) + self.latent_mean
 
-    @torch.no_grad()
     def encode_raw(self, images: torch.Tensor) -> torch.Tensor:
         """Images B x 3 x H x W in [0, 1] -> raw (unnormalized, noise-free) latents B x C x h x w."""
-        return self.tokens_to_latents(self.encoder.encode(images))
+        return self.encoder.encode_latents(images)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images B x 3 x H x W in [0, 1] -> normalized latents B x C x h x w.
@@ -144,7 +138,7 @@ class RAE(nn.Module):
         tokens = self.encoder.encode(images)
         if self.training and self.config.noise_tau > 0:
             tokens = self.add_noise(tokens)
-        return self.normalize(self.tokens_to_latents(tokens))
+        return self.normalize(tokens_to_latents(tokens, self.encoder.grid))
 
     def decode(self, latents: torch.Tensor, clamp: bool = True, decoder: nn.Module | None = None) -> torch.Tensor:
         """Normalized latents B x C x h x w -> images B x 3 x H x W in [0, 1] (unclamped with clamp=False,
@@ -153,7 +147,7 @@ class RAE(nn.Module):
             raise RaeditError(f"latents must be B x {' x '.join(map(str, self.latent_shape))} for encoder "
                               f"'{self.config.encoder}', got {tuple(latents.shape)}")
         decoder = self.decoder if decoder is None else decoder
-        pixels = self.encoder.denormalize(decoder(self.latents_to_tokens(self.denormalize(latents))))
+        pixels = self.encoder.denormalize(decoder(latents_to_tokens(self.denormalize(latents))))
         return pixels.clamp(0.0, 1.0) if clamp else pixels
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -194,25 +188,23 @@ class RAE(nn.Module):
         state = {key.removeprefix("decoder."): value for key, value in state.items() if not key.startswith("latent_")}
         self.load_decoder_state_dict(state, str(path))
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write `rae_config.json` and `rae.safetensors` (decoder + statistics) into `directory`."""
+    def save_pretrained(self, directory: str | Path, decoder_state: dict[str, torch.Tensor] | None = None) -> None:
+        """Write `rae.safetensors` (decoder + statistics) and `rae_config.json` into `directory`.
+
+        decoder_state: the decoder's full weights, when this module holds only shards of them (FSDP2)."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        config = {**asdict(self.config), "stats": None, "latent_shape": list(self.latent_shape),
-                  "normalized": self.normalized}
-        weights = {key: value.detach().cpu().contiguous() for key, value in self.trainable_state_dict().items()}
-        save_file(weights, str(directory / (WEIGHTS_FILE + ".tmp")))
-        (directory / (WEIGHTS_FILE + ".tmp")).replace(directory / WEIGHTS_FILE)
-        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        weights = self.trainable_state_dict()
+        if decoder_state is not None:
+            weights.update({f"decoder.{key}": value for key, value in decoder_state.items()})
+        save_tensors(directory / WEIGHTS_FILE, weights)
+        write_json(directory / CONFIG_FILE, {**asdict(self.config), "stats": None, "latent_shape": list(self.latent_shape),
+                                             "normalized": self.normalized})
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, encoder: Encoder | None = None, **overrides) -> "RAE":
         """Load what `save_pretrained` wrote. `overrides` replace config fields (e.g. encoder_weights)."""
-        directory = Path(directory)
-        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-        if not config_path.is_file() or not weights_path.is_file():
-            raise RaeditError(f"{directory} is not a saved RAE (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
-        stored = json.loads(config_path.read_text())
+        config_path, weights_path = saved_rae_files(directory)
+        stored = read_json(config_path, "RAE config")
         latent_shape, normalized = tuple(stored.pop("latent_shape")), stored.pop("normalized")
         try:
             config = AutoencoderConfig(**{**stored, **overrides})
@@ -220,14 +212,50 @@ class RAE(nn.Module):
             raise RaeditError(f"{config_path}: {error}") from None
         rae = cls(config, encoder)
         if rae.latent_shape != latent_shape:
-            raise RaeditError(f"{directory} was saved for latents {latent_shape}, but encoder "
+            raise RaeditError(f"{config_path.parent} was saved for latents {latent_shape}, but encoder "
                               f"'{config.encoder}' gives {rae.latent_shape}")
-        weights = load_file(str(weights_path))
+        weights = read_state_dict(weights_path, "RAE weights")
         rae.load_decoder_state_dict({key.removeprefix("decoder."): value for key, value in weights.items()
                                      if key.startswith("decoder.")}, str(weights_path))
         if normalized:
             rae.set_stats(weights["latent_mean"], weights["latent_var"])
         return rae
+
+
+def saved_rae_files(directory: str | Path) -> tuple[Path, Path]:
+    """The config and weights files of the RAE saved in `directory`; a `RaeditError` when either is missing."""
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    if not config_path.is_file() or not weights_path.is_file():
+        raise RaeditError(f"{directory} is not a saved RAE (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
+    return config_path, weights_path
+
+
+def saved_latent_stats(directory: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The latent statistics (mean, var), each C x h x w, of the RAE saved in `directory`; its encoder is not
+    loaded. An RAE without statistics is a `RaeditError`."""
+    config_path, weights_path = saved_rae_files(directory)
+    if not read_json(config_path, "RAE config")["normalized"]:
+        raise RaeditError(f"the RAE in {config_path.parent} holds no latent statistics")
+    weights = read_state_dict(weights_path, "RAE weights")
+    return weights["latent_mean"], weights["latent_var"]
+
+
+def store_latent_stats(directory: str | Path, mean: torch.Tensor, var: torch.Tensor, encoder: str | None = None) -> None:
+    """Make `mean` and `var` (C x h x w) the latent statistics of the RAE saved in `directory`, replacing any it
+    had; its encoder is not loaded. `encoder`: the encoder they were computed with, checked against the RAE's."""
+    config_path, weights_path = saved_rae_files(directory)
+    config = read_json(config_path, "RAE config")
+    if encoder is not None and encoder != config["encoder"]:
+        raise RaeditError(f"latent statistics of encoder '{encoder}' cannot go into the RAE in {config_path.parent}, "
+                          f"whose encoder is '{config['encoder']}'")
+    latent_shape = tuple(config["latent_shape"])
+    if tuple(mean.shape) != latent_shape or tuple(var.shape) != latent_shape:
+        raise RaeditError(f"latent statistics of shape {tuple(mean.shape)} do not fit the latents {latent_shape} of "
+                          f"the RAE in {config_path.parent} (encoder '{config['encoder']}')")
+    weights = read_state_dict(weights_path, "RAE weights")
+    save_tensors(weights_path, {**weights, "latent_mean": mean.float(), "latent_var": var.float()})
+    write_json(config_path, {**config, "normalized": True})
 
 
 def _shorten(keys: list[str], limit: int = 6) -> str:

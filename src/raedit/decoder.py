@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
+from raedit.models.positions import sincos_position_embedding_2d
 
 # (depth, width, heads, MLP hidden) per size; B/L/XL as the paper's decoders (recipe.md, "decoder").
 DECODER_SIZES: dict[str, tuple[int, int, int, int]] = {
@@ -57,26 +58,10 @@ class DecoderConfig:
         return {**asdict(self), "grid": list(self.grid)}
 
 
-def sincos_position_embedding(width: int, grid: tuple[int, int]) -> torch.Tensor:
-    """Fixed 2D sin-cos positions, (1 + h*w) x width; row 0 (the CLS slot) is zeros.
-
-    First half of the channels encodes the column index, second half the row index; each half is
-    [sin(pos * omega), cos(pos * omega)] with omega_i = 10000^(-i / (width / 4)) (the MAE/ViT convention the
-    released decoders were trained with).
-    """
-    if width % 4:
-        raise RaeditError(f"decoder width {width} must be a multiple of 4 for 2D sin-cos positions")
-    rows, cols = torch.meshgrid(
-        torch.arange(grid[0], dtype=torch.float64), torch.arange(grid[1], dtype=torch.float64), indexing="ij"
-    )
-    omega = 1.0 / 10000 ** (torch.arange(width // 4, dtype=torch.float64) / (width / 4))
-
-    def encode(positions: torch.Tensor) -> torch.Tensor:
-        angles = positions.reshape(-1, 1) * omega
-        return torch.cat([angles.sin(), angles.cos()], dim=1)
-
-    table = torch.cat([encode(cols), encode(rows)], dim=1)
-    return torch.cat([torch.zeros(1, width, dtype=torch.float64), table]).float()
+def position_table_with_cls(width: int, grid: tuple[int, int]) -> torch.Tensor:
+    """Fixed positions of the decoder's sequence, (1 + h*w) x width: row 0 (the CLS slot) zeros, then the 2D
+    sin-cos table of the token grid (the MAE/ViT convention the released decoders were trained with)."""
+    return torch.cat([torch.zeros(1, width), sincos_position_embedding_2d(width, grid)])
 
 
 class Attention(nn.Module):
@@ -136,7 +121,7 @@ class ViTDecoder(nn.Module):
         self.config = config
         depth, width, heads, mlp_hidden = DECODER_SIZES[config.size]
         self.token_embed = nn.Linear(config.in_channels, width)
-        self.register_buffer("pos_embed", sincos_position_embedding(width, config.grid).unsqueeze(0))
+        self.register_buffer("pos_embed", position_table_with_cls(width, config.grid).unsqueeze(0))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
         self.blocks = nn.ModuleList(Block(width, heads, mlp_hidden) for _ in range(depth))
         self.norm = nn.LayerNorm(width, eps=LAYER_NORM_EPS)

@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
 
 COMMAND_MODULES = [
     "raedit.cli.autoencoder_commands",
@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "raedit.cli.experiment_commands",
     "raedit.cli.demo_commands",
     "raedit.cli.diffusion_commands",
+    "raedit.cli.recipe_commands",
 ]
 
 

@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_encoders)
 
     parser = subparsers.add_parser("stats", help="compute latent statistics over a data set")
-    parser.add_argument("config", help="YAML config (keys: autoencoder, data, batch_size, out, ...)")
+    parser.add_argument("config", help="YAML file or recipe (keys: autoencoder, data, batch_size, out, rae, ...)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
     parser.set_defaults(func=run_stats)
 
@@ -52,16 +52,17 @@ def run_encoders(args: argparse.Namespace) -> None:
 
 
 def run_stats(args: argparse.Namespace) -> None:
-    from raedit.config import load_config
-    from raedit.stats_job import StatsConfig, compute_latent_stats
+    from raedit.core.config import load_config
+    from raedit.jobs.stats import StatsConfig, compute_latent_stats
 
     config = load_config(StatsConfig, args.config, args.overrides)
     moments = compute_latent_stats(config)
-    print(f"wrote latent statistics of {moments.count} images, shape {tuple(moments.mean.shape)}, to {config.out}")
+    places = [f"to {config.out}"] * (config.out is not None) + [f"into the RAE {config.rae}"] * (config.rae is not None)
+    print(f"wrote latent statistics of {moments.count} images, shape {tuple(moments.mean.shape)}, {' and '.join(places)}")
 
 
 def run_reconstruct(args: argparse.Namespace) -> None:
-    from raedit.reconstruct import load_autoencoder_for_reconstruction, reconstruct_files
+    from raedit.jobs.reconstruct import load_autoencoder_for_reconstruction, reconstruct_files
 
     rae = load_autoencoder_for_reconstruction(
         encoder=args.encoder, encoder_weights=args.encoder_weights, input_size=args.input_size,

@@ -21,14 +21,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from raedit.demo import run_demo
+    from raedit.jobs.demo import run_demo
 
     print_summary(run_demo(args.out, "quick" if args.quick else "full"), args.out)
 
 
 def run_benchmark(args: argparse.Namespace) -> None:
-    from raedit.demo import run_demo
     from raedit.experiments.results import write_results
+    from raedit.jobs.demo import run_demo
 
     started = time.time()
     metrics = run_demo(args.out, "benchmark")

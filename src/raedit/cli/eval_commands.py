@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_eval)
 
     parser = subparsers.add_parser("eval-recon", help="rFID, PSNR, SSIM, LPIPS of an autoencoder's reconstructions")
-    parser.add_argument("config", nargs="?", help="YAML config (keys: autoencoder, data, num_images, ...)")
+    parser.add_argument("config", nargs="?", help="YAML file or recipe (keys: autoencoder, data, num_images, ...)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
     parser.set_defaults(func=run_eval_recon)
 
@@ -81,8 +81,9 @@ def run_eval(args: argparse.Namespace) -> None:
 
 
 def run_eval_recon(args: argparse.Namespace) -> None:
-    from raedit.config import load_config
-    from raedit.eval.recon_job import EvalReconConfig, run_eval_recon as evaluate
+    from raedit.core.config import load_config
+    from raedit.jobs.eval_recon import EvalReconConfig
+    from raedit.jobs.eval_recon import run_eval_recon as evaluate
 
     path, overrides = args.config, list(args.overrides)
     if path is not None and "=" in path and not Path(path).is_file():  # `raedit eval-recon key=value ...`

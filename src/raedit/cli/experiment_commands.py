@@ -1,7 +1,7 @@
 """`raedit experiment NAME [key=value ...]`: a small-scale reproduction of one of the paper's claims.
 
-Settings come from the experiment's `Settings` defaults, then `configs/experiments/NAME.yaml` when it exists (or
-`--config`), then the overrides."""
+Settings come from the experiment's `Settings` defaults, then the shipped recipe `experiments/NAME` when there is
+one (or `--config`), then the overrides."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ import argparse
 import importlib
 from pathlib import Path
 
-from raedit.config import load_config
-from raedit.errors import RaeditError
-
-CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "experiments"
+from raedit.core.config import load_config, recipe_names
+from raedit.core.errors import RaeditError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("experiment", help="reproduce a claim of the paper at small scale")
     parser.add_argument("name", help=f"one of: {', '.join(EXPERIMENTS)}")
     parser.add_argument("overrides", nargs="*", help="settings as key=value (e.g. setup.samples=500)")
-    parser.add_argument("--config", help="settings file (default: configs/experiments/NAME.yaml if present)")
+    parser.add_argument("--config", help="settings file or recipe (default: the recipe experiments/NAME if shipped)")
     parser.add_argument("--out", default="docs/results", help="folder for the plot and tables")
     parser.set_defaults(func=run_experiment)
 
@@ -32,8 +30,8 @@ def run_experiment(args: argparse.Namespace) -> None:
     if args.name not in EXPERIMENTS:
         raise RaeditError(f"unknown experiment '{args.name}'; known: {', '.join(EXPERIMENTS)}")
     module = importlib.import_module(EXPERIMENTS[args.name])
-    config = args.config or (CONFIGS / f"{args.name}.yaml")
-    settings = load_config(module.Settings, config if args.config or Path(config).is_file() else None,
+    recipe = f"experiments/{args.name}"
+    settings = load_config(module.Settings, args.config or (recipe if recipe in recipe_names() else None),
                            args.overrides)
     module.run(Path(args.out), settings)
     print(f"wrote {args.out}/{args.name}.md, .json and .png")

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from torch.utils.data import Dataset
 
+from raedit.core.errors import RaeditError
 from raedit.data.fashion_mnist import FashionMNIST
 from raedit.data.image_folder import ImageFolder
 from raedit.data.transforms import ImageTransform
-from raedit.errors import RaeditError
 
 __all__ = ["DataConfig", "FashionMNIST", "ImageFolder", "ImageTransform", "build_dataset"]
 

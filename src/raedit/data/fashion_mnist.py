@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
 
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -14,8 +14,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from raedit.core.errors import RaeditError
 from raedit.data.transforms import ImageTransform
-from raedit.errors import RaeditError
 
 logger = logging.getLogger(__name__)
 

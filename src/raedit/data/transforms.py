@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from raedit.core.errors import RaeditError
+
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """PIL image -> float 3 x H x W in [0, 1]."""
@@ -51,8 +53,6 @@ class ImageTransform:
 
     def __post_init__(self) -> None:
         if self.crop not in ("center", "random"):
-            from raedit.errors import RaeditError
-
             raise RaeditError(f"unknown crop '{self.crop}'; use 'center' or 'random'")
 
     def __call__(self, image: Image.Image, rng: random.Random | None = None) -> torch.Tensor:

@@ -1,101 +1,114 @@
-"""The saved form of a trained stage-2 denoiser, as `raedit sample` loads it.
+"""A trained stage-2 denoiser as it is saved: a directory that describes itself.
 
-An export directory holds
-    model.safetensors         the (EMA) weights
-    model_config.json         model name and constructor arguments, latent shape, number of classes, the RAE
-                              directory and encoder it was trained for, and the time shift alpha (Sec. 4.2)
-    latent_stats.safetensors  the latent mean/var the training data were normalized with (C x h x w), if any
+    model_config.json   the architecture (the model's config dataclass), the time shift alpha it was trained
+                        with (Sec. 4.2), and the RAE whose latent space it models (directory and encoder name)
+    model.safetensors   the (EMA) weights
 
-`load_denoiser` also reads a training checkpoint directory (`checkpoints/step-*/`: its `config.yaml` and EMA
-weights), so an earlier checkpoint of a run can serve as the AutoGuidance guide.
+The latent statistics belong to that RAE alone (`raedit.autoencoder`): a denoiser has no copy of them. A run
+directory exports its final model to `<run_dir>/model/`, and every training checkpoint (`checkpoints/step-*/`)
+carries the same `model_config.json` beside its EMA weights, so an earlier checkpoint loads as a denoiser too
+(e.g. the AutoGuidance guide). Nothing here reads a training config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from raedit.errors import RaeditError
-from raedit.models import DiTDH, LightningDiT, build_model
-from raedit.stats import load_latent_stats, save_latent_stats
+from raedit.core.errors import RaeditError
+from raedit.core.files import read_json, read_state_dict, save_tensors, write_text
+from raedit.models import MODEL_FAMILIES, Denoiser, DiTConfig, build_model, family_of
 
 CONFIG_FILE = "model_config.json"
 WEIGHTS_FILE = "model.safetensors"
-STATS_FILE = "latent_stats.safetensors"
 EXPORT_DIR = "model"  # a run directory's export, `<run_dir>/model/`
-PHASE_NAME = "denoiser"  # the stage-2 phase; its EMA is `ema-denoiser.safetensors` in training checkpoints
+PHASE_NAME = "denoiser"  # the stage-2 phase; its weights in training checkpoints are `{ema,model}-denoiser.safetensors`
+FORMAT = 2  # 1: the model_config.json of raedit 0.1 (model_name, model_args), with statistics beside the model
+CONVERT_HINT = "convert it with `raedit convert-run RUN_DIR` (RUN_DIR: the training run it belongs to)"
 
 
 @dataclass
 class DenoiserInfo:
-    """What a sampler needs to know about a denoiser beyond its weights."""
+    """What sampling needs to know about a denoiser beyond its weights."""
 
-    model_name: str  # e.g. "ditdh-xl"
-    model_args: dict[str, Any]  # constructor arguments (`model.config` without the latent shape)
-    latent_shape: list[int]  # (C, h, w)
-    num_classes: int
+    model: DiTConfig  # the architecture (a DiTConfig or DiTDHConfig)
     shift_alpha: float  # Sec. 4.2: the time shift the model was trained with (1.0: none)
-    rae: str | None = None  # the saved RAE directory whose latent space this is
-    encoder: str | None = None
+    rae: str | None = None  # the saved RAE directory whose latent space this is (it holds the statistics)
+    encoder: str | None = None  # that RAE's encoder
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return self.model.latent_shape
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
+
+    def to_json(self) -> str:
+        """The text of `model_config.json`."""
+        stored = {"format": FORMAT, "family": family_of(self.model), "model": dataclasses.asdict(self.model),
+                  "shift_alpha": self.shift_alpha, "rae": self.rae, "encoder": self.encoder}
+        return json.dumps(stored, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, stored: dict, source: Path) -> "DenoiserInfo":
+        if stored.get("format") != FORMAT:
+            raise RaeditError(f"{source} was written by an earlier raedit (its latent statistics were kept beside "
+                              f"the model): {CONVERT_HINT}")
+        if stored.get("family") not in MODEL_FAMILIES:
+            raise RaeditError(f"{source}: unknown model family {stored.get('family')!r}")
+        try:
+            model = MODEL_FAMILIES[stored["family"]][0](**stored["model"])
+            return cls(model, float(stored["shift_alpha"]), stored.get("rae"), stored.get("encoder"))
+        except (KeyError, TypeError, ValueError) as error:
+            raise RaeditError(f"{source} is not a raedit model config: {error}") from None
 
 
-def save_denoiser(model: LightningDiT | DiTDH, directory: str | Path, info: DenoiserInfo,
-                  stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> Path:
-    """Write `model`'s weights, `info` and the normalization `stats` (mean, var) into `directory`."""
+def save_denoiser(directory: str | Path, weights: dict[str, torch.Tensor], info: DenoiserInfo) -> Path:
+    """Write the full `weights` of a denoiser and its description `info` into `directory`."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    weights = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    temporary = directory / (WEIGHTS_FILE + ".tmp")
-    save_file(weights, str(temporary))
-    temporary.replace(directory / WEIGHTS_FILE)
-    if stats is not None:
-        save_latent_stats(directory / STATS_FILE, stats[0], stats[1], info.encoder or "", count=0)
-    (directory / CONFIG_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n")
+    save_tensors(directory / WEIGHTS_FILE, weights)
+    write_text(directory / CONFIG_FILE, info.to_json())
     return directory
 
 
-def _build(info: DenoiserInfo, device: torch.device | str) -> LightningDiT | DiTDH:
-    return build_model(info.model_name, tuple(info.latent_shape), **info.model_args).to(device)
-
-
-def load_denoiser(path: str | Path, device: torch.device | str = "cpu") -> tuple[LightningDiT | DiTDH, DenoiserInfo]:
-    """The model (in eval mode) and its info from an export directory, a run directory (its `model/`) or a
-    training checkpoint directory (EMA weights)."""
+def _locate(path: str | Path) -> tuple[Path, Path]:
+    """(model_config.json, weights file) of an export directory, a run directory (its `model/`) or a training
+    checkpoint directory (EMA weights, or the live ones when the run kept no EMA)."""
     path = Path(path)
     if (path / EXPORT_DIR / CONFIG_FILE).is_file():
         path = path / EXPORT_DIR
-    if (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file():
-        stored = json.loads((path / CONFIG_FILE).read_text())
-        try:
-            info = DenoiserInfo(**stored)
-        except TypeError as error:
-            raise RaeditError(f"{path / CONFIG_FILE} is not a raedit model config: {error}") from None
-        weights = load_file(str(path / WEIGHTS_FILE))
-    elif (path / "config.yaml").is_file() and (path / f"ema-{PHASE_NAME}.safetensors").is_file():
-        from raedit.train.stage2 import denoiser_info, load_stage2_config
+    candidates = [WEIGHTS_FILE, f"ema-{PHASE_NAME}.safetensors", f"model-{PHASE_NAME}.safetensors"]
+    weights = next((path / name for name in candidates if (path / name).is_file()), None)
+    if (path / CONFIG_FILE).is_file() and weights is not None:
+        return path / CONFIG_FILE, weights
+    if (path / "config.yaml").is_file() and weights is not None:
+        raise RaeditError(f"the training checkpoint {path} has no {CONFIG_FILE}: it was written by an earlier "
+                          f"raedit; {CONVERT_HINT}")
+    raise RaeditError(f"{path} is neither a saved denoiser ({CONFIG_FILE} + {WEIGHTS_FILE}) nor a stage-2 "
+                      f"training checkpoint ({CONFIG_FILE} + EMA weights)")
 
-        info = denoiser_info(load_stage2_config(path / "config.yaml"))
-        weights = load_file(str(path / f"ema-{PHASE_NAME}.safetensors"))
-    else:
-        raise RaeditError(f"{path} is neither a saved denoiser ({CONFIG_FILE} + {WEIGHTS_FILE}) nor a stage-2 "
-                          "training checkpoint (config.yaml + EMA weights)")
-    model = _build(info, device)
+
+def read_denoiser_info(path: str | Path) -> DenoiserInfo:
+    """The description of the denoiser at `path` (as `load_denoiser` finds it), without its weights."""
+    config_file, _ = _locate(path)
+    return DenoiserInfo.from_json(read_json(config_file, "model config"), config_file)
+
+
+def load_denoiser(path: str | Path, device: torch.device | str = "cpu") -> tuple[Denoiser, DenoiserInfo]:
+    """The model (in eval mode) and its description from an export directory, a run directory (its `model/`) or
+    a training checkpoint directory."""
+    config_file, weights_file = _locate(path)
+    info = DenoiserInfo.from_json(read_json(config_file, "model config"), config_file)
+    weights = read_state_dict(weights_file, "denoiser weights")
+    model = build_model(info.model)
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as error:
-        raise RaeditError(f"weights in {path} don't fit model {info.model_name}: "
+        raise RaeditError(f"weights in {weights_file} don't fit the model of {config_file}: "
                           f"{str(error).splitlines()[-1].strip()}") from None
-    return model.eval(), info
-
-
-def load_denoiser_stats(path: str | Path) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The normalization (mean, var) saved next to a denoiser export, or None when it has none."""
-    path = Path(path)
-    if (path / EXPORT_DIR / CONFIG_FILE).is_file():
-        path = path / EXPORT_DIR
-    return load_latent_stats(path / STATS_FILE) if (path / STATS_FILE).is_file() else None
+    return model.to(device).eval(), info

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
 
 # Sec. 4.2: the base dimension of the shift (n = 4096, as in Esser et al. 2024).
 SHIFT_BASE_DIM = 4096

@@ -11,8 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from raedit.core.errors import RaeditError
 from raedit.diffusion.samplers import VelocityFn
-from raedit.errors import RaeditError
 
 ClassConditionalModel = Callable[[Tensor, Tensor, Tensor], Tensor]
 

@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from raedit.core.errors import RaeditError
 from raedit.diffusion.flow import shift_time
-from raedit.errors import RaeditError
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
 # One generator for the batch, or one per sample (then the noise of a sample doesn't depend on the batch).

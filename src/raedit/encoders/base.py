@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raedit.errors import RaeditError
-
-if TYPE_CHECKING:
-    from raedit.encoders import EncoderSpec
+from raedit.core.errors import RaeditError
+from raedit.core.tokens import tokens_to_latents
+from raedit.encoders.spec import EncoderSpec
 
 
 class Encoder(nn.Module, ABC):
@@ -73,6 +70,10 @@ class Encoder(nn.Module, ABC):
         """B x 3 x H x W in [0, 1] -> tokens B x N x C (N = grid h * w, C = `channels`)."""
         return self.forward_tokens(self.normalize(images))
 
+    def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
+        """B x 3 x H x W in [0, 1] -> raw latents B x C x h x w (the tokens on their grid)."""
+        return tokens_to_latents(self.encode(images), self.grid)
+
     def train(self, mode: bool = True) -> "Encoder":
         """The encoder is frozen: it always stays in eval mode (BatchNorm statistics, no dropout)."""
         return super().train(False)
@@ -88,7 +89,7 @@ class TransformersViTEncoder(Encoder):
     identity, and `final_norm_without_affine` applies the plain normalization, so every token has zero mean and
     unit variance over channels."""
 
-    def __init__(self, spec: "EncoderSpec", model: nn.Module, final_norm: str,
+    def __init__(self, spec: EncoderSpec, model: nn.Module, final_norm: str,
                  pixel_mean: tuple[float, float, float], pixel_std: tuple[float, float, float],
                  input_size: int | None = None) -> None:
         super().__init__(pixel_mean, pixel_std)

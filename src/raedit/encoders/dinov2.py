@@ -7,9 +7,10 @@ from typing import Any
 import torch
 from transformers import Dinov2WithRegistersModel
 
-from raedit.encoders import EncoderSpec
 from raedit.encoders.base import IMAGENET_MEAN, IMAGENET_STD, TransformersViTEncoder
 from raedit.encoders.hub import load_pretrained, reject_options
+from raedit.encoders.spec import EncoderSpec
+
 
 class Dinov2Encoder(TransformersViTEncoder):
     """`facebook/dinov2-with-registers-*`: 224 px bicubic input, ImageNet mean/std, 16 x 16 patch tokens.

@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raedit.encoders import EncoderSpec
+from raedit.core.errors import RaeditError
+from raedit.core.files import read_state_dict
 from raedit.encoders.base import Encoder
-from raedit.errors import RaeditError
-from raedit.weights import read_state_dict
+from raedit.encoders.spec import EncoderSpec
 
 __all__ = ["EfficientNetLite", "EfficientNetLiteEncoder", "LiteVariant", "VARIANTS"]
 

@@ -21,8 +21,8 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from transformers import PreTrainedModel
 
-from raedit.encoders import EncoderSpec
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
+from raedit.encoders.spec import EncoderSpec
 
 logger = logging.getLogger(__name__)
 

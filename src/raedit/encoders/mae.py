@@ -7,9 +7,10 @@ from typing import Any
 import torch
 from transformers import ViTMAEModel
 
-from raedit.encoders import EncoderSpec
 from raedit.encoders.base import IMAGENET_MEAN, IMAGENET_STD, TransformersViTEncoder
 from raedit.encoders.hub import load_pretrained, reject_options
+from raedit.encoders.spec import EncoderSpec
+
 
 class MaeEncoder(TransformersViTEncoder):
     """`facebook/vit-mae-base` (the encoder of the pre-training checkpoint): 256 px input, ImageNet mean/std.

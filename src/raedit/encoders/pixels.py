@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from raedit.encoders import NO_WEIGHTS, EncoderSpec
+from raedit.core.errors import RaeditError
 from raedit.encoders.base import Encoder
-from raedit.errors import RaeditError
+from raedit.encoders.spec import NO_WEIGHTS, EncoderSpec
 
 __all__ = ["PixelPatchEncoder"]
 

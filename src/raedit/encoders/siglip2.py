@@ -7,9 +7,9 @@ from typing import Any
 import torch
 from transformers import SiglipVisionModel
 
-from raedit.encoders import EncoderSpec
 from raedit.encoders.base import TransformersViTEncoder
 from raedit.encoders.hub import load_pretrained, reject_options
+from raedit.encoders.spec import EncoderSpec
 
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)

@@ -17,13 +17,14 @@ from typing import Callable, Iterable
 import numpy as np
 from scipy.special import logsumexp
 
-from raedit.encoders import Encoder
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
+from raedit.encoders import Encoder, build_encoder
 from raedit.eval.features import encoder_pooled_features, inception_features
 from raedit.eval.frechet import GaussianStats, frechet_distance_of
+from raedit.eval.image_sets import iterate_batches, load_images
 from raedit.eval.inception import InceptionFeatures
 from raedit.eval.precision_recall import DEFAULT_K, precision_recall
-from raedit.eval.reference import ReferenceStats
+from raedit.eval.reference import ReferenceStats, load_reference
 
 logger = logging.getLogger(__name__)
 
@@ -161,10 +162,6 @@ def evaluate_file(
 ) -> EvalResult:
     """`raedit eval`: metrics of the samples in an npz or image folder against the reference `ref` (an npz,
     an image folder, a cached statistics file, or a built-in data set name), whose statistics are cached."""
-    from raedit.encoders import build_encoder
-    from raedit.eval.reference import load_reference
-    from raedit.eval.samples import iterate_batches, load_images
-
     samples = load_images(samples_path)
 
     @lru_cache(maxsize=1)

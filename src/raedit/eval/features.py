@@ -6,18 +6,13 @@ import logging
 from typing import Iterable
 
 import numpy as np
-import torch
 
+from raedit.core.errors import RaeditError
+from raedit.core.images import from_uint8_hwc
 from raedit.encoders import Encoder
 from raedit.eval.inception import InceptionFeatures
-from raedit.errors import RaeditError
 
 logger = logging.getLogger(__name__)
-
-
-def uint8_to_unit(batch: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 B x H x W x 3 -> float B x 3 x H x W in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(batch)).to(device).permute(0, 3, 1, 2).float() / 255.0
 
 
 def inception_features(extractor: InceptionFeatures, batches: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
@@ -42,7 +37,7 @@ def encoder_pooled_features(encoder: Encoder, batches: Iterable[np.ndarray]) -> 
     device = next(iter(encoder.buffers())).device
     pooled = []
     for batch in batches:
-        tokens = encoder.encode(uint8_to_unit(batch, device))  # B x N x C
+        tokens = encoder.encode(from_uint8_hwc(batch, device))  # B x N x C
         pooled.append(tokens.float().mean(dim=1).cpu().numpy())
     if not pooled:
         raise RaeditError("no images to encode")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
 
 logger = logging.getLogger(__name__)
 

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +125,6 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             return load_file(str(path))
         if suffix in (".npz", ".npy"):
             loaded = np.load(path, allow_pickle=False)

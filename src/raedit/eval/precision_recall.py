@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
 
 DEFAULT_K = 3
 DEFAULT_BLOCK = 2048

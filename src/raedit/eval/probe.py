@@ -14,8 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from raedit.core.errors import RaeditError
+from raedit.data.fashion_mnist import load_fashion_mnist, to_rgb
 from raedit.encoders import Encoder
-from raedit.errors import RaeditError
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +95,6 @@ def probe_fashion_mnist(
 ) -> ProbeResult:
     """Linear probe of `encoder` on the first `num_train` Fashion-MNIST training and `num_test` test images,
     resized (as training data, `raedit.data.fashion_mnist.to_rgb`) to `resolution` (default: the encoder's)."""
-    from raedit.data.fashion_mnist import load_fashion_mnist, to_rgb
-
     resolution = resolution or encoder.input_size
     features, labels = {}, {}
     for split, count in (("train", num_train), ("test", num_test)):

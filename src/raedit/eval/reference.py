@@ -20,14 +20,16 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
+from raedit.core.errors import RaeditError
+from raedit.core.files import atomic_path
+from raedit.core.images import to_uint8_hwc
+from raedit.data.fashion_mnist import load_fashion_mnist, to_rgb
 from raedit.encoders import Encoder
-from raedit.errors import RaeditError
 from raedit.eval.features import encoder_pooled_features, inception_features
 from raedit.eval.frechet import GaussianStats
+from raedit.eval.image_sets import NpzImages, iterate_batches, load_images, validate_images
 from raedit.eval.inception import InceptionFeatures
-from raedit.eval.samples import NpzImages, iterate_batches, load_images, validate_images
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ class ReferenceStats:
     encoders: dict[str, GaussianStats] = field(default_factory=dict)  # FD on encoder features
 
     def save(self, path: str | Path) -> None:
-        """Write an npz with ADM's key names plus raedit's extras (written to a temporary file, then renamed)."""
+        """Write an npz with ADM's key names plus raedit's extras, atomically."""
         arrays: dict[str, np.ndarray] = {"count": np.int64(self.count), "stats_version": np.int64(STATS_VERSION)}
         if self.pool is not None:
             arrays.update(mu=self.pool.mu, sigma=self.pool.sigma)
@@ -58,11 +60,8 @@ class ReferenceStats:
         for name, stats in self.encoders.items():
             arrays.update({f"fd_mu__{name}": stats.mu, f"fd_sigma__{name}": stats.sigma,
                            f"fd_count__{name}": np.int64(stats.count)})
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp.npz")
-        np.savez(temporary, **arrays)
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            np.savez(temporary, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> "ReferenceStats":
@@ -90,14 +89,9 @@ class ReferenceStats:
 
 def builtin_reference_images(name: str, resolution: int, limit: int | None = None) -> np.ndarray:
     """A built-in data set as uint8 N x R x R x 3, resized as training data is (`raedit.data.fashion_mnist.to_rgb`)."""
-    from raedit.data.fashion_mnist import load_fashion_mnist, to_rgb
-
     images, _ = load_fashion_mnist(BUILTIN_REFERENCES[name])
     images = images[:limit] if limit is not None else images
-    chunks = [
-        (to_rgb(images[start : start + 1000], resolution) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        for start in range(0, len(images), 1000)
-    ]
+    chunks = [to_uint8_hwc(to_rgb(images[start : start + 1000], resolution)) for start in range(0, len(images), 1000)]
     return np.concatenate(chunks)
 
 

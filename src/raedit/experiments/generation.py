@@ -2,11 +2,11 @@
 class-balanced and score the samples with FID against a reference set.
 
 The default setting is the offline demo's latent space (EfficientNet-Lite0, 4 x 4 x 112, on Fashion-MNIST) made by
-  raedit train-decoder configs/stage1/demo.yaml                                   # -> runs/stage1/demo/rae
-  raedit stats configs/stats/effnet-lite0_fashion-mnist.yaml data.limit=12000 data.resolution=32
-  raedit cache-latents configs/stage2/cache_demo.yaml           # -> runs/latents/fashion-mnist_effnet-lite0_64
-On GPUs the same experiment runs at full size by pointing `setup.recipe`, `setup.rae`, `setup.stats`,
-`setup.latents` and `setup.reference` at an ImageNet recipe, its RAE, statistics, cache and reference batch.
+  raedit train-decoder stage1/demo                                                # -> runs/stage1/demo/rae
+  raedit stats stats/effnet-lite0_fashion-mnist data.limit=12000 data.resolution=32 rae=runs/stage1/demo/rae
+  raedit cache-latents stage2/cache_demo                        # -> runs/latents/fashion-mnist_effnet-lite0_64
+On GPUs the same experiment runs at full size by pointing `setup.recipe`, `setup.rae` (holding its statistics),
+`setup.latents` and `setup.reference` at an ImageNet recipe, its RAE, cache and reference batch.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from pathlib import Path
 
 import torch
 
-from raedit.config import load_config
-from raedit.errors import RaeditError
+from raedit.core.config import find_config, load_config
+from raedit.core.errors import RaeditError
+from raedit.diffusion.denoiser_io import DenoiserInfo, read_denoiser_info
 from raedit.eval.evaluate import evaluate_file
-from raedit.sample import SampleConfig, generate
+from raedit.jobs.sample import SampleConfig, generate
 from raedit.train.stage2 import Stage2Config, train_diffusion
 
 logger = logging.getLogger(__name__)
@@ -32,9 +33,8 @@ logger = logging.getLogger(__name__)
 class GenerationSetup:
     """The stage-2 recipe every arm starts from, the latent space it trains in, and the FID protocol."""
 
-    recipe: str = "configs/stage2/demo.yaml"
-    rae: str | None = "runs/stage1/demo/rae"
-    stats: str | None = "runs/stats/effnet-lite0_fashion-mnist_64.safetensors"
+    recipe: str = "stage2/demo"  # a YAML file or a shipped recipe
+    rae: str | None = "runs/stage1/demo/rae"  # with its latent statistics
     latents: str | None = "runs/latents/fashion-mnist_effnet-lite0_64"
     overrides: list[str] = field(default_factory=list)  # on top of the recipe, for every arm
     samples: int = 1000
@@ -49,7 +49,8 @@ class GenerationSetup:
 
 def check_inputs(setup: GenerationSetup) -> None:
     """One clear error when the latent space the experiment needs was not made yet."""
-    for key in ("recipe", "rae", "stats", "latents"):
+    find_config(setup.recipe)
+    for key in ("rae", "latents"):
         path = getattr(setup, key)
         if path is not None and not Path(path).exists():
             raise RaeditError(f"setup.{key}={path} does not exist: make it first (see the commands in "
@@ -58,19 +59,19 @@ def check_inputs(setup: GenerationSetup) -> None:
 
 def stage2_config(setup: GenerationSetup, run_dir: Path, overrides: list[str]) -> Stage2Config:
     """The recipe with the setup's latent space and overrides, then the arm's `overrides`."""
-    paths = [f"{key}={value}" for key, value in
-             (("rae", setup.rae), ("stats", setup.stats), ("latents", setup.latents)) if value is not None]
+    paths = [f"{key}={value}" for key, value in (("rae", setup.rae), ("latents", setup.latents)) if value is not None]
     return load_config(Stage2Config, setup.recipe, [*paths, *setup.overrides, *overrides, f"run_dir={run_dir}",
                                                     "train.logging.tensorboard=false"])
 
 
-def train_arm(config: Stage2Config) -> float:
-    """Train one arm from scratch (its run folder is replaced); returns the wall seconds."""
+def train_arm(config: Stage2Config) -> tuple[DenoiserInfo, float]:
+    """Train one arm from scratch (its run folder is replaced); returns its model's description and the wall
+    seconds."""
     if Path(config.run_dir).exists():
         shutil.rmtree(config.run_dir)
     started = time.perf_counter()
     train_diffusion(config)
-    return time.perf_counter() - started
+    return read_denoiser_info(config.run_dir), time.perf_counter() - started
 
 
 def fid_of_samples(setup: GenerationSetup, samples: Path) -> float:

@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from raedit.core.errors import RaeditError
 from raedit.data.latent_cache import LatentCache
-from raedit.errors import RaeditError
 from raedit.experiments.generation import GenerationSetup, check_inputs, sample_and_score, stage2_config, train_arm
 from raedit.experiments.results import bar_plot, write_results
-from raedit.train.stage2 import Stage2Config, build_denoiser
+from raedit.models import DiTConfig, build_model
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +47,12 @@ class Settings:
     ])
 
 
-def forward_flops(config: Stage2Config) -> tuple[int, int]:
-    """FLOPs of one sample's forward pass of the config's denoiser, and its parameter count."""
+def forward_flops(architecture: DiTConfig) -> tuple[int, int]:
+    """FLOPs of one sample's forward pass of a denoiser of `architecture`, and its parameter count."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a narrow model's width-rule warning is not this experiment's point
-        model = build_denoiser(config, config.latent_shape)
-    latents = torch.zeros(1, *config.latent_shape)
+        model = build_model(architecture)
+    latents = torch.zeros(1, *architecture.latent_shape)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(latents, torch.full((1,), 0.5), torch.zeros(1, dtype=torch.long))
     return counter.get_total_flops(), sum(p.numel() for p in model.parameters())
@@ -68,8 +68,8 @@ def run(out: Path, settings: Settings) -> dict:
     for arm in settings.arms:
         slug = "".join(c if c.isalnum() else "-" for c in arm.name).strip("-")
         config = stage2_config(setup, Path(setup.work_dir) / "head" / slug, arm.overrides)
-        seconds = train_arm(config)  # resolves config.latent_shape
-        flops, params = forward_flops(config)
+        info, seconds = train_arm(config)
+        flops, params = forward_flops(info.model)
         train_flops = 3 * flops * config.train.epochs * len(LatentCache(config.latents))
         fid = sample_and_score(setup, Path(config.run_dir))
         rows.append([arm.name, round(params / 1e6, 3), round(flops / 1e6, 2), float(train_flops),

@@ -3,7 +3,8 @@ latents (z + tau * u * eps), compared on reconstruction (rFID) and on generation
 samples decoded by each).
 
 The diffusion model does not depend on the decoder (it models the frozen encoder's latents), so one stage-2 run
-serves both arms: its samples are decoded once by each decoder. The paper: noise augmentation costs a little rFID
+serves both arms: its samples are decoded once by each decoder, which is given the latent statistics of the
+setup's RAE (the same latent space). The paper: noise augmentation costs a little rFID
 (0.49 -> 0.57) and buys generation FID (4.81 -> 4.28), because generated latents are off the clean manifold.
 tau is in raw token units (`autoencoder.noise_tau`): the paper's 0.8 is relative to DINOv2's unit-RMS tokens, so
 for EfficientNet-Lite0 tokens (RMS about 7) the matching value is 5.6.
@@ -21,13 +22,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raedit.autoencoder import RAE
-from raedit.config import load_config
-from raedit.eval.recon_job import validation_batches
-from raedit.experiments.generation import (GenerationSetup, check_inputs, fid_of_samples, sample_and_score,
-                                           stage2_config, train_arm)
+from raedit.autoencoder import RAE, saved_latent_stats, store_latent_stats
+from raedit.core.config import load_config
+from raedit.core.images import to_uint8_hwc
+from raedit.experiments.generation import (
+    GenerationSetup,
+    check_inputs,
+    fid_of_samples,
+    sample_and_score,
+    stage2_config,
+    train_arm,
+)
 from raedit.experiments.results import bar_plot, write_results
-from raedit.sample import to_uint8
+from raedit.jobs.eval_recon import validation_batches
 from raedit.train.stage1 import Stage1Config, train_decoder
 
 logger = logging.getLogger(__name__)
@@ -36,7 +43,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class Settings:
     setup: GenerationSetup = field(default_factory=GenerationSetup)
-    stage1_recipe: str = "configs/stage1/demo.yaml"
+    stage1_recipe: str = "stage1/demo"
     stage1_overrides: list[str] = field(default_factory=list)  # for both decoders
     noise_taus: list[float] = field(default_factory=lambda: [0.0, 5.6])  # raw token units
     reconstruction_data: str = "fashion-mnist-test"  # the same images as the FID reference
@@ -48,7 +55,7 @@ def reconstructions_npz(rae_dir: Path, data: str, count: int, path: Path) -> Pat
     images = []
     with torch.no_grad():
         for batch in validation_batches(data, rae.image_size[0], count, 100):
-            images.append(to_uint8(rae.decode(rae.encode(batch))))
+            images.append(to_uint8_hwc(rae.decode(rae.encode(batch))))
     np.savez(path, arr_0=np.concatenate(images))
     return path
 
@@ -59,7 +66,7 @@ def run(out: Path, settings: Settings) -> dict:
     check_inputs(setup)
     work = Path(setup.work_dir) / "noise-aug"
     diffusion = stage2_config(setup, work / "diffusion", [])
-    diffusion_seconds = train_arm(diffusion)
+    _, diffusion_seconds = train_arm(diffusion)
     rows = []
     for tau in settings.noise_taus:
         run_dir = work / f"decoder-tau{tau:g}"
@@ -75,6 +82,7 @@ def run(out: Path, settings: Settings) -> dict:
         reconstructions = reconstructions_npz(rae_dir, settings.reconstruction_data, setup.reference_images or 1000,
                                               run_dir / "reconstructions.npz")
         rfid = fid_of_samples(setup, reconstructions)
+        store_latent_stats(rae_dir, *saved_latent_stats(setup.rae))  # to decode the diffusion model's latents
         gfid = sample_and_score(setup, Path(diffusion.run_dir), rae=str(rae_dir), tag=f"samples-tau{tau:g}")
         recon = json.loads((run_dir / "recon_metrics.json").read_text())
         rows.append([tau, round(seconds), round(recon["psnr"], 2), round(rfid, 2), round(gfid, 2)])

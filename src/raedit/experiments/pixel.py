@@ -12,22 +12,31 @@ scored at the same resolution.
 from __future__ import annotations
 
 import logging
-import time
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 
 from raedit.autoencoder import RAE, AutoencoderConfig
+from raedit.core.images import from_uint8_hwc, to_uint8_hwc
 from raedit.data import DataConfig
+from raedit.data.latent_cache import LatentCache
 from raedit.encoders import get_spec
-from raedit.data.latent_cache import CacheConfig, LatentCache, cache_latents, latent_stats_from_cache
-from raedit.experiments.generation import (GenerationSetup, check_inputs, fid_of_samples, generate_samples,
-                                           sample_and_score, stage2_config, train_arm)
+from raedit.experiments.generation import (
+    GenerationSetup,
+    check_inputs,
+    fid_of_samples,
+    generate_samples,
+    sample_and_score,
+    stage2_config,
+    train_arm,
+)
 from raedit.experiments.results import bar_plot, write_results
+from raedit.jobs.cache_latents import CacheConfig, cache_latents
+from raedit.jobs.stats import latent_stats_from_cache
 
 logger = logging.getLogger(__name__)
 
@@ -40,32 +49,35 @@ class Settings:
     fid_resolution: int | None = 32  # None: score pixel samples at the size they are generated
 
 
-def pixel_space(settings: Settings, work: Path) -> tuple[Path, Path, Path]:
-    """A parameter-free pixel "RAE", a cache of the latent arm's images as patch tokens, and their statistics."""
+def pixel_space(settings: Settings, work: Path) -> tuple[Path, Path]:
+    """A parameter-free pixel "RAE" holding the statistics of a cache of the latent arm's images as patch tokens,
+    and that cache."""
     source = LatentCache(settings.setup.latents).manifest
     encoder = AutoencoderConfig(encoder=settings.pixel_encoder, encoder_input_size=settings.pixel_size,
                                 decoder_size="unpatchify", decoder_patch_size=get_spec(settings.pixel_encoder).patch_size,
                                 noise_tau=0.0)
-    rae_dir, cache_dir, stats = work / "pixel-rae", work / "pixel-latents", work / "pixel-stats.safetensors"
-    RAE(encoder).save_pretrained(rae_dir)
+    rae_dir, cache_dir = work / "pixel-rae", work / "pixel-latents"
     data = DataConfig(**{**source["data"], "resolution": settings.pixel_size})
     if cache_dir.exists():
         shutil.rmtree(cache_dir)
     cache_latents(CacheConfig(autoencoder=encoder, data=data, out=str(cache_dir), shard_size=4000, batch_size=500,
                               hflip=source["hflip"]))
-    latent_stats_from_cache(cache_dir, stats)
-    return rae_dir, cache_dir, stats
+    moments = latent_stats_from_cache(cache_dir)
+    rae = RAE(encoder)
+    rae.set_stats(moments.mean, moments.variance)
+    rae.save_pretrained(rae_dir)
+    return rae_dir, cache_dir
 
 
 def resized_npz(samples: Path, resolution: int) -> Path:
     """The samples of an ADM npz resized (bilinear, antialiased when shrinking) to `resolution`."""
     with np.load(samples) as archive:
         images, labels = archive["arr_0"], archive["labels"]
-    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    pixels = from_uint8_hwc(images)
     pixels = F.interpolate(pixels, size=(resolution, resolution), mode="bilinear", align_corners=False,
                            antialias=resolution < pixels.shape[-1])
     path = samples.with_name(f"{samples.stem}-{resolution}px.npz")
-    np.savez(path, arr_0=pixels.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy(), labels=labels)
+    np.savez(path, arr_0=to_uint8_hwc(pixels), labels=labels)
     return path
 
 
@@ -76,21 +88,20 @@ def run(out: Path, settings: Settings) -> dict:
     work = Path(setup.work_dir) / "pixel"
     rows = []
     latent_arm = stage2_config(setup, work / "rae-latents", [])
-    seconds = train_arm(latent_arm)
+    info, seconds = train_arm(latent_arm)
     fid = sample_and_score(setup, Path(latent_arm.run_dir))
-    shape = latent_arm.latent_shape
+    shape = info.latent_shape
     rows.append([f"RAE latents ({LatentCache(setup.latents).encoder})", " x ".join(map(str, shape)),
                  shape[0] * shape[1] * shape[2], round(seconds), round(fid, 2)])
 
-    rae_dir, cache_dir, stats = pixel_space(settings, work)
-    pixel_arm = stage2_config(setup, work / "pixels", [f"rae={rae_dir}", f"latents={cache_dir}", f"stats={stats}",
-                                                      "latent_shape=null"])
-    seconds = train_arm(pixel_arm)
+    rae_dir, cache_dir = pixel_space(settings, work)
+    pixel_arm = stage2_config(setup, work / "pixels", [f"rae={rae_dir}", f"latents={cache_dir}", "latent_shape=null"])
+    info, seconds = train_arm(pixel_arm)
     samples = generate_samples(setup, Path(pixel_arm.run_dir))
     if settings.fid_resolution is not None:
         samples = resized_npz(samples, settings.fid_resolution)
     fid = fid_of_samples(setup, samples)
-    shape = pixel_arm.latent_shape
+    shape = info.latent_shape
     rows.append([f"pixels ({settings.pixel_encoder}, {settings.pixel_size} px)", " x ".join(map(str, shape)),
                  shape[0] * shape[1] * shape[2], round(seconds), round(fid, 2)])
     logger.info("latents: FID %.2f; pixels: FID %.2f", rows[0][4], rows[1][4])

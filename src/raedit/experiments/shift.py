@@ -16,10 +16,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
 from raedit.experiments.generation import GenerationSetup, check_inputs, sample_and_score, stage2_config, train_arm
 from raedit.experiments.results import bar_plot, write_results
-from raedit.train.stage2 import resolve_shift
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +38,11 @@ def run(out: Path, settings: Settings) -> dict:
     rows = []
     for shift in settings.shifts:
         config = stage2_config(setup, Path(setup.work_dir) / "shift" / f"shift-{shift}", [f"flow.shift={shift}"])
-        seconds = train_arm(config)
-        alpha = resolve_shift(config.flow, config.latent_shape)
+        info, seconds = train_arm(config)
         fid = sample_and_score(setup, Path(config.run_dir))
-        rows.append([shift, round(alpha, 3), round(seconds), round(fid, 2)])
-        logger.info("shift %s (alpha %.3f): FID %.2f", shift, alpha, fid)
-    latent_shape = config.latent_shape
+        rows.append([shift, round(info.shift_alpha, 3), round(seconds), round(fid, 2)])
+        logger.info("shift %s (alpha %.3f): FID %.2f", shift, info.shift_alpha, fid)
+    latent_shape = info.latent_shape
     dims = latent_shape[0] * latent_shape[1] * latent_shape[2]
     best = min(rows, key=lambda row: row[3])
     bar_plot(out / "shift.png", {"FID": [row[3] for row in rows]},

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
+from raedit.data.fashion_mnist import load_fashion_mnist, to_rgb
 from raedit.diffusion.flow import TimeDistribution, flow_matching_loss
 from raedit.encoders import build_encoder
-from raedit.data.fashion_mnist import load_fashion_mnist, to_rgb
 from raedit.experiments.results import write_results
-from raedit.models import LightningDiT
+from raedit.models import DiTConfig, LightningDiT
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +44,7 @@ def one_real_latent(settings: Settings) -> torch.Tensor:
     """C x h x w: one Fashion-MNIST training image's tokens, normalized over the first 512 training images."""
     encoder = build_encoder(settings.encoder, input_size=settings.input_size)
     images, _ = load_fashion_mnist("train")
-    tokens = encoder.encode(to_rgb(images[:512], 32))
-    h, w = encoder.grid
-    latents = tokens.transpose(1, 2).reshape(len(tokens), encoder.channels, h, w)
+    latents = encoder.encode_latents(to_rgb(images[:512], 32))
     normalized = (latents - latents.mean(0)) / latents.std(0).clamp_min(1e-6)
     return normalized[0]
 
@@ -56,8 +54,9 @@ def overfit(latent: torch.Tensor, width: int, settings: Settings) -> list[float]
     torch.manual_seed(settings.seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the width rule's warning is what this experiment measures
-        model = LightningDiT(tuple(latent.shape), depth=settings.depth, width=width,
-                             num_heads=max(1, width // settings.head_dim), num_classes=1, class_dropout_prob=0.0)
+        model = LightningDiT(DiTConfig(tuple(latent.shape), depth=settings.depth, width=width,
+                                       num_heads=max(1, width // settings.head_dim), num_classes=1,
+                                       class_dropout_prob=0.0))
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings.steps)
     times = TimeDistribution("uniform")

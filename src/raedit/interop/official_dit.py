@@ -8,7 +8,7 @@ import re
 
 import torch
 
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
 
 # (official pattern, raedit replacement) for DiT^DH, applied in order; the first match wins. The official model
 # keeps backbone and head blocks in one list; `official_to_raedit` moves the head's to `head_blocks` first.

@@ -21,8 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from raedit.core.errors import RaeditError
+from raedit.encoders import build_encoder
 from raedit.encoders.base import IMAGENET_MEAN, IMAGENET_STD
-from raedit.errors import RaeditError
+from raedit.encoders.spec import EncoderSpec
 
 __all__ = [
     "DISCRIMINATOR_BACKBONES",
@@ -198,9 +200,9 @@ def load_dino_vit(source: str = DINO_VITS8) -> nn.Module:
     Loaded through `raedit.encoders.hub.load_pretrained`: cache first, one short hub probe, and a one-line
     RaeditError saying how to provide the weights when they cannot be had.
     """
+    # Imported here, not at the top: transformers (which the hub loader needs) takes seconds to import.
     from transformers import ViTModel
 
-    from raedit.encoders import EncoderSpec
     from raedit.encoders.hub import load_pretrained
 
     spec = EncoderSpec("dino-vits8", "transformers:ViTModel", DINO_VITS8, 224, 8, 384)
@@ -226,8 +228,6 @@ def build_discriminator(
     if backbone == "dino-vits8":
         features: FeatureBackbone = DinoBackbone(load_dino_vit(weights or DINO_VITS8), input_size=input_size)
     elif backbone in ("effnet-lite0", "effnet-lite2"):
-        from raedit.encoders import build_encoder
-
         network = build_encoder(backbone, weights).network
         features = EffNetBackbone(network, input_size=input_size)
     else:

@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from raedit.errors import RaeditError
-from raedit.weights import read_state_dict
+from raedit.core.errors import RaeditError
+from raedit.core.files import read_state_dict
+from raedit.encoders import build_encoder
 
 __all__ = [
     "PERCEPTUAL_LOSSES",
@@ -227,8 +228,6 @@ def build_perceptual_loss(name: str, vgg_weights: str | None = None, weights: st
     if name == "lpips-vgg":
         loss: PerceptualLoss = LpipsVgg.from_files(vgg_weights)
     elif name in ("effnet-lite0", "effnet-lite2"):
-        from raedit.encoders import build_encoder
-
         loss = EffNetPerceptual(build_encoder(name, weights).network, name=name)
     else:
         raise RaeditError(f"unknown perceptual loss '{name}'; known: {', '.join(PERCEPTUAL_LOSSES)}")

@@ -1,34 +1,54 @@
-"""Stage-2 denoisers on RAE latents: LightningDiT (Sec. 4) and DiT^DH (Sec. 5), sizes S, B, L, XL."""
+"""Stage-2 denoisers on RAE latents: LightningDiT (Sec. 4) and DiT^DH (Sec. 5), sizes S, B, L, XL.
+
+Each model takes one config dataclass (`DiTConfig`, `DiTDHConfig`), the whole description of its architecture:
+`model.config` is what a saved denoiser stores, and `build_model(config)` rebuilds it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from torch import nn
+from raedit.core.errors import RaeditError
+from raedit.models.dit import DIT_SIZES, DiTConfig, LightningDiT
+from raedit.models.ditdh import DiTDH, DiTDHConfig
 
-from raedit.errors import RaeditError
-from raedit.models.dit import DIT_SIZES, LightningDiT
-from raedit.models.ditdh import DiTDH
+__all__ = ["DIT_SIZES", "MODEL_FAMILIES", "DiTConfig", "DiTDH", "DiTDHConfig", "Denoiser", "LightningDiT",
+           "build_model", "model_config"]
 
-__all__ = ["DIT_SIZES", "MODEL_FAMILIES", "DiTDH", "LightningDiT", "build_model"]
+Denoiser = LightningDiT | DiTDH
+# family name -> (config class, model class)
+MODEL_FAMILIES: dict[str, tuple[type[DiTConfig], type[Denoiser]]] = {
+    "dit": (DiTConfig, LightningDiT),
+    "ditdh": (DiTDHConfig, DiTDH),
+}
 
-MODEL_FAMILIES: dict[str, type[nn.Module]] = {"dit": LightningDiT, "ditdh": DiTDH}
+
+def family_of(config: DiTConfig) -> str:
+    """The family name ("dit" | "ditdh") of a model config."""
+    return next(name for name, (config_class, _) in MODEL_FAMILIES.items() if type(config) is config_class)
 
 
-def build_model(name: str, latent_shape: tuple[int, int, int], **overrides: Any) -> LightningDiT | DiTDH:
-    """Build a model by name, e.g. "ditdh-xl" or "dit-s", for latents of shape (C, h, w).
+def model_config(name: str, latent_shape: tuple[int, int, int], **overrides: Any) -> DiTConfig:
+    """The config of a model named like "ditdh-xl" or "dit-s" for latents of shape (C, h, w).
 
     The size sets depth, width and heads of the (backbone) DiT; DiT^DH keeps its default head (2 blocks of
-    width 2048, 16 heads). `overrides` are constructor arguments (e.g. num_classes=10, head_width=512).
+    width 2048, 16 heads). `overrides` are config fields (e.g. num_classes=10, head_width=512).
     """
     family, _, size = name.lower().partition("-")
     if family not in MODEL_FAMILIES or size.upper() not in DIT_SIZES:
         known = ", ".join(f"{f}-{s.lower()}" for f in MODEL_FAMILIES for s in DIT_SIZES)
         raise RaeditError(f"unknown model {name!r}; known: {known}")
     depth, width, num_heads = DIT_SIZES[size.upper()]
-    kwargs: dict[str, Any] = dict(depth=depth, width=width, num_heads=num_heads)
-    kwargs.update(overrides)
-    try:
-        return MODEL_FAMILIES[family](tuple(latent_shape), **kwargs)  # type: ignore[return-value]
-    except TypeError as error:
-        raise RaeditError(f"bad arguments for model {name!r}: {error}") from None
+    config_class = MODEL_FAMILIES[family][0]
+    fields = {field.name for field in dataclasses.fields(config_class)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise RaeditError(f"bad arguments for model {name!r}: {', '.join(unknown)} (known: {', '.join(sorted(fields))})")
+    return config_class(latent_shape=latent_shape, **{"depth": depth, "width": width, "num_heads": num_heads,
+                                                      **overrides})
+
+
+def build_model(config: DiTConfig) -> Denoiser:
+    """The model (LightningDiT or DiT^DH, by the config's class) of `config`."""
+    return MODEL_FAMILIES[family_of(config)][1](config)

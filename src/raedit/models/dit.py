@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from raedit.errors import RaeditError
-from raedit.models.blocks import (
-    DiTBlock,
-    FinalLayer,
-    GaussianFourierTimeEmbedding,
-    LabelEmbedder,
-    LatentEmbed,
-    RotaryEmbedding2D,
-    sincos_pos_embed_2d,
-)
+from raedit.core.errors import RaeditError
+from raedit.core.tokens import tokens_to_latents
+from raedit.models.blocks import DiTBlock, FinalLayer, GaussianFourierTimeEmbedding, LabelEmbedder, LatentEmbed
+from raedit.models.positions import RotaryEmbedding2D, sincos_position_embedding_2d
 
 # Sizes (depth, width, heads), as in DiT / LightningDiT.
 DIT_SIZES: dict[str, tuple[int, int, int]] = {
@@ -50,9 +44,23 @@ def check_latent_shape(x: Tensor, latent_shape: tuple[int, int, int], model_name
         )
 
 
-def tokens_to_latent(tokens: Tensor, grid: tuple[int, int]) -> Tensor:
-    """(B, h * w, C) row-major tokens -> (B, C, h, w)."""
-    return tokens.transpose(1, 2).unflatten(2, grid)
+@dataclass
+class DiTConfig:
+    """The architecture of a `LightningDiT`: latents (C, h, w) in, velocity out; sizes in `DIT_SIZES`."""
+
+    latent_shape: tuple[int, int, int]
+    depth: int = 28
+    width: int = 1152
+    num_heads: int = 16
+    num_classes: int = 1000
+    class_dropout_prob: float = 0.1  # label dropout, for classifier-free guidance
+    mlp_ratio: float = 4.0
+    qk_norm: bool = False
+
+    def __post_init__(self) -> None:
+        self.latent_shape = tuple(int(size) for size in self.latent_shape)  # type: ignore[assignment]
+        if len(self.latent_shape) != 3 or min(self.latent_shape) < 1:
+            raise RaeditError(f"a latent shape is (C, h, w) with positive sizes, got {self.latent_shape}")
 
 
 class LightningDiT(nn.Module):
@@ -62,49 +70,26 @@ class LightningDiT(nn.Module):
     modulated by t_emb + class_emb (adaLN-Zero).
     """
 
-    def __init__(
-        self,
-        latent_shape: tuple[int, int, int],
-        depth: int = 28,
-        width: int = 1152,
-        num_heads: int = 16,
-        num_classes: int = 1000,
-        class_dropout_prob: float = 0.1,
-        mlp_ratio: float = 4.0,
-        qk_norm: bool = False,
-    ) -> None:
+    def __init__(self, config: DiTConfig) -> None:
         super().__init__()
-        channels, height, width_tokens = latent_shape
-        self.latent_shape = (channels, height, width_tokens)
+        self.config = config
+        channels, height, width_tokens = config.latent_shape
+        self.latent_shape = config.latent_shape
         self.grid = (height, width_tokens)
-        self.num_classes = num_classes
-        self._config: dict[str, Any] = dict(
-            latent_shape=list(self.latent_shape),
-            depth=depth,
-            width=width,
-            num_heads=num_heads,
-            num_classes=num_classes,
-            class_dropout_prob=class_dropout_prob,
-            mlp_ratio=mlp_ratio,
-            qk_norm=qk_norm,
-        )
+        self.num_classes = config.num_classes
+        width, num_heads = config.width, config.num_heads
         warn_if_narrower_than_latent(width, channels, "LightningDiT")
 
         self.x_embedder = LatentEmbed(channels, width)
         self.pos_embed = nn.Parameter(torch.zeros(1, height * width_tokens, width), requires_grad=False)
         self.t_embedder = GaussianFourierTimeEmbedding(width)
-        self.y_embedder = LabelEmbedder(num_classes, width, class_dropout_prob)
+        self.y_embedder = LabelEmbedder(config.num_classes, width, config.class_dropout_prob)
         self.rope = RotaryEmbedding2D(width // num_heads, self.grid)
         self.blocks = nn.ModuleList(
-            [DiTBlock(width, num_heads, mlp_ratio=mlp_ratio, qk_norm=qk_norm) for _ in range(depth)]
+            [DiTBlock(width, num_heads, config.mlp_ratio, config.qk_norm) for _ in range(config.depth)]
         )
         self.final_layer = FinalLayer(width, channels)
         self.initialize_weights()
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments, enough to rebuild the model."""
-        return dict(self._config)
 
     @property
     def null_label(self) -> int:
@@ -118,7 +103,7 @@ class LightningDiT(nn.Module):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
         with torch.no_grad():
-            self.pos_embed.copy_(sincos_pos_embed_2d(self.pos_embed.shape[-1], self.grid).unsqueeze(0))
+            self.pos_embed.copy_(sincos_position_embedding_2d(self.pos_embed.shape[-1], self.grid).unsqueeze(0))
         nn.init.xavier_uniform_(self.x_embedder.proj.weight.view(self.x_embedder.proj.weight.shape[0], -1))
         nn.init.zeros_(self.x_embedder.proj.bias)
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
@@ -138,4 +123,4 @@ class LightningDiT(nn.Module):
         cond = self.t_embedder(t) + self.y_embedder(labels, self.training)  # (B, D)
         for block in self.blocks:
             tokens = block(tokens, cond, rope=self.rope)
-        return tokens_to_latent(self.final_layer(tokens, cond), self.grid)
+        return tokens_to_latents(self.final_layer(tokens, cond), self.grid)

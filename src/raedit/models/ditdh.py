@@ -12,59 +12,38 @@ once here and once inside adaLN), so released weights load by renaming alone.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from raedit.models.blocks import (
-    DiTBlock,
-    FinalLayer,
-    GaussianFourierTimeEmbedding,
-    LabelEmbedder,
-    LatentEmbed,
-    RotaryEmbedding2D,
-    sincos_pos_embed_2d,
-)
-from raedit.models.dit import check_latent_shape, tokens_to_latent, warn_if_narrower_than_latent
+from raedit.core.tokens import tokens_to_latents
+from raedit.models.blocks import DiTBlock, FinalLayer, GaussianFourierTimeEmbedding, LabelEmbedder, LatentEmbed
+from raedit.models.dit import DiTConfig, check_latent_shape, warn_if_narrower_than_latent
+from raedit.models.positions import RotaryEmbedding2D, sincos_position_embedding_2d
+
+
+@dataclass
+class DiTDHConfig(DiTConfig):
+    """The architecture of a `DiTDH`: a `DiTConfig` backbone plus its head (Sec. 5: 2 blocks of width 2048)."""
+
+    head_depth: int = 2
+    head_width: int = 2048
+    head_num_heads: int = 16
 
 
 class DiTDH(nn.Module):
     """DiT^DH: latents (B, C, h, w), time t (B,), labels (B,) -> velocity (B, C, h, w)."""
 
-    def __init__(
-        self,
-        latent_shape: tuple[int, int, int],
-        depth: int = 28,
-        width: int = 1152,
-        num_heads: int = 16,
-        head_depth: int = 2,
-        head_width: int = 2048,
-        head_num_heads: int = 16,
-        num_classes: int = 1000,
-        class_dropout_prob: float = 0.1,
-        mlp_ratio: float = 4.0,
-        qk_norm: bool = False,
-    ) -> None:
+    def __init__(self, config: DiTDHConfig) -> None:
         super().__init__()
-        channels, height, width_tokens = latent_shape
-        self.latent_shape = (channels, height, width_tokens)
+        self.config = config
+        channels, height, width_tokens = config.latent_shape
+        self.latent_shape = config.latent_shape
         self.grid = (height, width_tokens)
-        self.num_classes = num_classes
-        self._config: dict[str, Any] = dict(
-            latent_shape=list(self.latent_shape),
-            depth=depth,
-            width=width,
-            num_heads=num_heads,
-            head_depth=head_depth,
-            head_width=head_width,
-            head_num_heads=head_num_heads,
-            num_classes=num_classes,
-            class_dropout_prob=class_dropout_prob,
-            mlp_ratio=mlp_ratio,
-            qk_norm=qk_norm,
-        )
+        self.num_classes = config.num_classes
+        width, head_width = config.width, config.head_width
         # Sec. 4.1: the head produces the output, so its width is the one the width rule constrains.
         warn_if_narrower_than_latent(head_width, channels, "DiT^DH head")
 
@@ -72,25 +51,21 @@ class DiTDH(nn.Module):
         self.backbone_embedder = LatentEmbed(channels, width)
         self.pos_embed = nn.Parameter(torch.zeros(1, height * width_tokens, width), requires_grad=False)
         self.t_embedder = GaussianFourierTimeEmbedding(width)
-        self.y_embedder = LabelEmbedder(num_classes, width, class_dropout_prob)
-        self.backbone_rope = RotaryEmbedding2D(width // num_heads, self.grid)
+        self.y_embedder = LabelEmbedder(config.num_classes, width, config.class_dropout_prob)
+        self.backbone_rope = RotaryEmbedding2D(width // config.num_heads, self.grid)
         self.blocks = nn.ModuleList(
-            [DiTBlock(width, num_heads, mlp_ratio=mlp_ratio, qk_norm=qk_norm) for _ in range(depth)]
+            [DiTBlock(width, config.num_heads, config.mlp_ratio, config.qk_norm) for _ in range(config.depth)]
         )
         # Head (Sec. 5: shallow and wide, re-embeds x_t, modulated per token by the backbone output).
         self.head_projector: nn.Module = nn.Linear(width, head_width) if width != head_width else nn.Identity()
         self.head_embedder = LatentEmbed(channels, head_width)
-        self.head_rope = RotaryEmbedding2D(head_width // head_num_heads, self.grid)
+        self.head_rope = RotaryEmbedding2D(head_width // config.head_num_heads, self.grid)
         self.head_blocks = nn.ModuleList(
-            [DiTBlock(head_width, head_num_heads, mlp_ratio=mlp_ratio, qk_norm=qk_norm) for _ in range(head_depth)]
+            [DiTBlock(head_width, config.head_num_heads, config.mlp_ratio, config.qk_norm)
+             for _ in range(config.head_depth)]
         )
         self.final_layer = FinalLayer(head_width, channels)
         self.initialize_weights()
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments, enough to rebuild the model."""
-        return dict(self._config)
 
     @property
     def null_label(self) -> int:
@@ -100,7 +75,7 @@ class DiTDH(nn.Module):
     def initialize_weights(self) -> None:
         """Official DiT^DH init: default Linear init, xavier embedders, zero adaLN and output layers."""
         with torch.no_grad():
-            self.pos_embed.copy_(sincos_pos_embed_2d(self.pos_embed.shape[-1], self.grid).unsqueeze(0))
+            self.pos_embed.copy_(sincos_position_embedding_2d(self.pos_embed.shape[-1], self.grid).unsqueeze(0))
         for embedder in (self.backbone_embedder, self.head_embedder):
             nn.init.xavier_uniform_(embedder.proj.weight.view(embedder.proj.weight.shape[0], -1))
             nn.init.zeros_(embedder.proj.bias)
@@ -127,4 +102,4 @@ class DiTDH(nn.Module):
         h = self.head_embedder(x)
         for block in self.head_blocks:
             h = block(h, s, rope=self.head_rope)
-        return tokens_to_latent(self.final_layer(h, s), self.grid)
+        return tokens_to_latents(self.final_layer(h, s), self.grid)

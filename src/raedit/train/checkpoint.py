@@ -7,6 +7,8 @@ Layout of `checkpoints/step-00001200/`:
     state.json                    progress (step, epoch, micro-batches into the epoch), scheduler states,
                                   the optimizers' non-tensor parts, every rank's RNG states, user extras
     config.yaml                   the resolved config of the run
+    (extra files)                 text files the run adds, e.g. stage 2's `model_config.json` (the denoiser's
+                                  description, so a checkpoint loads as a denoiser)
     manifest.json                 byte size of each file above; written last
 
 Every file goes into a hidden temporary directory that is renamed (`os.replace`) into place only once all of
@@ -35,15 +37,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
-    get_model_state_dict,
     get_optimizer_state_dict,
     set_model_state_dict,
     set_optimizer_state_dict,
 )
 
-from raedit.errors import RaeditError
-from raedit.train.distributed import DistContext, all_gather_objects, barrier
+from raedit.core.distributed import DistContext, all_gather_objects, barrier
+from raedit.core.errors import RaeditError
 from raedit.train.ema import EMA
+from raedit.train.parallel import FULL_STATE, full_state_dict
 from raedit.train.schedules import LRSchedule
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,6 @@ FORMAT_VERSION = 1
 _NAME = re.compile(r"^step-(\d+)$")
 _TMP_PREFIX = ".tmp-"
 _TENSOR_KEY = "__tensor__"
-_FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 @dataclass
@@ -183,6 +184,7 @@ def save_checkpoint(
     ctx: DistContext,
     config_yaml: str = "",
     keep_last: int = 0,
+    extra_files: dict[str, str] | None = None,
 ) -> Path | None:
     """Write a checkpoint of `components` at `progress` into `directory`; call it on every rank.
 
@@ -190,16 +192,17 @@ def save_checkpoint(
     on rank 0, None elsewhere. `keep_last` > 0 deletes all but that many newest complete checkpoints.
     """
     directory = Path(directory)
-    models = {name: get_model_state_dict(m, options=_FULL) for name, m in components.models.items()}
+    models = {name: full_state_dict(m) for name, m in components.models.items()}
     optimizers = {
-        name: get_optimizer_state_dict(components.models[name], opt, options=_FULL)
+        name: get_optimizer_state_dict(components.models[name], opt, options=FULL_STATE)
         for name, opt in components.optimizers.items()
     }
     emas = {name: ema.state_dict() for name, ema in components.emas.items()}
     rng_states = all_gather_objects(capture_rng_state(ctx.device))
     final: Path | None = None
     if ctx.is_main:
-        final = _write_checkpoint(directory, components, progress, models, optimizers, emas, rng_states, config_yaml)
+        texts = {"config.yaml": config_yaml, **(extra_files or {})}
+        final = _write_checkpoint(directory, components, progress, models, optimizers, emas, rng_states, texts)
         if keep_last > 0:
             _prune(directory, keep_last)
     barrier()
@@ -214,7 +217,7 @@ def _write_checkpoint(
     optimizers: dict[str, dict],
     emas: dict[str, dict[str, torch.Tensor]],
     rng_states: list,
-    config_yaml: str,
+    texts: dict[str, str],
 ) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob(_TMP_PREFIX + "*"):  # left by a crash during an earlier save
@@ -239,7 +242,8 @@ def _write_checkpoint(
         "rng": rng_states,
     }
     _write_file_synced(temporary / "state.json", json.dumps(state_json).encode())
-    _write_file_synced(temporary / "config.yaml", config_yaml.encode())
+    for name, text in texts.items():
+        _write_file_synced(temporary / name, text.encode())
     sizes = {p.name: p.stat().st_size for p in sorted(temporary.iterdir())}
     manifest = {"format": FORMAT_VERSION, "step": progress.step, "files": sizes}
     _write_file_synced(temporary / "manifest.json", json.dumps(manifest, indent=1).encode())

@@ -76,6 +76,8 @@ class PrecisionConfig:
 class LoggingConfig:
     """Where metrics go: stdout always, TensorBoard when importable, wandb when asked and installed."""
 
+    # Log lines every this many steps; also the loop's sync points (non-finite checks, and under torchrun the
+    # stop-signal check). 0: no log lines, a sync point every step.
     every_steps: int = 10
     tensorboard: bool = True
     wandb: bool = False

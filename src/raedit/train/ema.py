@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.distributed.tensor import distribute_tensor
 
-from raedit.train.distributed import unwrap_model
+from raedit.train.parallel import unwrap_model
 
 
 def _full(tensor: torch.Tensor) -> torch.Tensor:
@@ -14,21 +15,35 @@ def _full(tensor: torch.Tensor) -> torch.Tensor:
 
 
 class EMA:
-    """Shadow copies of a model's parameters (averaged) and buffers (copied), keyed by parameter name.
+    """Averaged parameters and copied buffers of a model, keyed by name.
 
     shadow <- decay * shadow + (1 - decay) * param after each optimizer step (recipe: 0.9978 for the stage-1
-    decoder, 0.9995 for the stage-2 model). Build it after `wrap_model`, so that it starts from the weights
-    every rank shares (DDP broadcasts rank 0's at construction). Under FSDP2 the shadows are shards like the
-    parameters; `state_dict` gathers them.
+    decoder, 0.9995 for the stage-2 model). Build it after `wrap_model`, so that it starts from the weights every
+    rank shares (DDP broadcasts rank 0's at construction).
+
+    `average`: a module of the model's architecture to hold the averages, so that they can be run (sampled from,
+    decoded with) without a further copy; sharded like the model under FSDP2 (`parallel.shard_like`). Without one
+    the averages are tensors of their own (shards under FSDP2). `state_dict` gathers full tensors either way.
     """
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
+    def __init__(self, model: nn.Module, decay: float, average: nn.Module | None = None) -> None:
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"EMA decay must lie in [0, 1], got {decay}")
         self.decay = decay
+        self.average = average
         module = unwrap_model(model)
-        self.shadow_params = {name: p.detach().clone() for name, p in module.named_parameters()}
-        self.shadow_buffers = {name: b.detach().clone() for name, b in module.named_buffers()}
+        if average is None:
+            self.shadow_params = {name: p.detach().clone() for name, p in module.named_parameters()}
+            self.shadow_buffers = {name: b.detach().clone() for name, b in module.named_buffers()}
+            return
+        if {name for name, _ in average.named_parameters()} != {name for name, _ in module.named_parameters()}:
+            raise ValueError("the EMA's average module has other parameters than the model")
+        self.shadow_params = dict(average.requires_grad_(False).named_parameters())
+        self.shadow_buffers = dict(average.named_buffers())
+        shadows = {**self.shadow_params, **self.shadow_buffers}
+        with torch.no_grad():
+            for name, value in [*module.named_parameters(), *module.named_buffers()]:
+                shadows[name].copy_(value)
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
@@ -61,14 +76,7 @@ class EMA:
         for name, shadow in {**self.shadow_params, **self.shadow_buffers}.items():
             value = state[name].to(dtype=shadow.dtype)
             if hasattr(shadow, "device_mesh"):  # an FSDP2 shard: keep this rank's piece
-                from torch.distributed.tensor import distribute_tensor
-
                 mesh = shadow.device_mesh
                 shadow.copy_(distribute_tensor(value.to(mesh.device_type), mesh, shadow.placements))
             else:
                 shadow.copy_(value.to(shadow.device))
-
-    @torch.no_grad()
-    def copy_to(self, module: nn.Module) -> None:
-        """Load the averaged weights into a plain (unwrapped, unsharded) `module`, e.g. for sampling."""
-        module.load_state_dict(self.state_dict(), strict=True)

@@ -6,6 +6,12 @@ micro-batches; every active phase runs its loss over all of them (summing gradie
 last), then clips, steps its optimizer and updates its EMA. Stage 2 has one phase (the DiT); stage 1 has
 two: the decoder (generator) and then the discriminator, which starts at a later epoch.
 
+A step never waits for the device: losses and gradient norms stay on it, and a step whose loss or gradient norm
+is NaN or inf is skipped there (the fused optimizers take a `found_inf` flag, as under a gradient scaler) and
+recorded. The host reads them at log steps (`logging.every_steps`) and before every checkpoint, so a non-finite
+step stops the run, named, before any non-finite state is saved. Under torchrun the same sync point shares stop
+signals (SIGTERM, Ctrl-C) in one small all-reduce; a single process checks its signal flag every step.
+
 Wiring, e.g. for stage 1 (on every rank):
 
     ctx = init_distributed(config.train.distributed.backend)
@@ -19,8 +25,6 @@ Wiring, e.g. for stage 1 (on every rank):
         Phase("discriminator", disc, d_opt, d_loss, ..., start_epoch=d_start_epoch),
     ]
     result = TrainLoop(config.train, ctx, phases, data, RunDir(out), to_yaml(config)).run(resume=args.resume)
-
-g_loss can leave its reconstructions in `ctx.scratch` (keyed by `ctx.micro_index`) for d_loss.
 """
 
 from __future__ import annotations
@@ -37,18 +41,20 @@ from typing import Any
 
 import torch
 from omegaconf import OmegaConf
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from raedit.errors import RaeditError
+from raedit.core.distributed import DistContext, all_reduce_max
+from raedit.core.errors import RaeditError
+from raedit.core.images import save_image_grid
 from raedit.train.checkpoint import Progress, TrainComponents, latest_checkpoint, load_checkpoint, save_checkpoint
 from raedit.train.config import TrainLoopConfig
-from raedit.train.distributed import DistContext, all_reduce_max, gradient_sync
 from raedit.train.ema import EMA
-from raedit.train.optim import clip_gradients
+from raedit.train.epoch_shards import EpochShardSampler
+from raedit.train.optim import clip_gradients, step_unless_non_finite
+from raedit.train.parallel import gradient_sync
 from raedit.train.precision import autocast_context, configure_matmul_precision
-from raedit.train.rundir import RunDir, save_image_grid
-from raedit.train.sampling import EpochShardSampler
+from raedit.train.run_dir import RunDir
 from raedit.train.schedules import LRSchedule
 from raedit.train.tracking import MetricLogger, ProgressBar
 
@@ -56,7 +62,8 @@ log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RaeditError):
-    """A loss or gradient norm became NaN or infinite; the run stopped before the optimizer step."""
+    """A loss or gradient norm became NaN or infinite; that step was not taken, and the run stopped at the next
+    sync point without saving anything after it."""
 
 
 @dataclass
@@ -68,7 +75,6 @@ class StepContext:
     micro_index: int  # which micro-batch of this optimizer step, 0 .. num_micro - 1
     num_micro: int
     phase: str
-    scratch: dict[str, Any]  # shared by all phases and micro-batches of this optimizer step
 
 
 LossFn = Callable[[Any, StepContext], "tuple[torch.Tensor, dict[str, torch.Tensor | float]]"]
@@ -129,14 +135,15 @@ def _ignore_stop_signals(worker_id: int) -> None:
 
 @dataclass
 class _Running:
-    """Metric sums and time since the last log line."""
+    """Metric sums (device tensors or floats: nothing is read from the device before a log line) and time since
+    the last log line."""
 
-    sums: dict[str, float] = field(default_factory=dict)
+    sums: dict[str, Tensor | float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)  # a phase not yet started logs nothing
     steps: int = 0
     started: float = field(default_factory=time.perf_counter)
 
-    def add(self, metrics: dict[str, float]) -> None:
+    def add(self, metrics: dict[str, Tensor | float]) -> None:
         for key, value in metrics.items():
             self.sums[key] = self.sums.get(key, 0.0) + value
             self.counts[key] = self.counts.get(key, 0) + 1
@@ -144,7 +151,11 @@ class _Running:
 
     def take_means(self, samples_per_step: int) -> dict[str, float]:
         """Mean of each metric, plus steps/s and samples/s, since the last call; then start afresh."""
-        means = {key: value / self.counts[key] for key, value in self.sums.items()}
+        on_device = [key for key, value in self.sums.items() if isinstance(value, Tensor)]
+        sums = {key: float(value) for key, value in self.sums.items() if key not in on_device}
+        if on_device:  # one transfer for all of them
+            sums.update(zip(on_device, torch.stack([self.sums[key].float() for key in on_device]).tolist()))
+        means = {key: sums[key] / self.counts[key] for key in self.sums}
         steps_per_second = self.steps / max(time.perf_counter() - self.started, 1e-9)
         means["speed/steps_per_s"] = steps_per_second
         means["speed/samples_per_s"] = steps_per_second * samples_per_step
@@ -152,8 +163,24 @@ class _Running:
         return means
 
 
+class _NonFiniteWatch:
+    """The first step at which a phase's loss or gradient norm was NaN or inf, kept on the device:
+    (step, loss, gradient norm), with step -1 while every step was finite."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.record = torch.tensor([-1.0, 0.0, 0.0], dtype=torch.float64, device=device)
+
+    def observe(self, step: Tensor, loss: Tensor, norm: Tensor) -> Tensor:
+        """Record `step` (1-based) if it is the first non-finite one; returns whether it was finite (on the device)."""
+        finite = torch.isfinite(loss) & torch.isfinite(norm)
+        first = ~finite & (self.record[0] < 0)
+        self.record = torch.where(first, torch.stack([step, loss.double(), norm.double()]), self.record)
+        return finite
+
+
 class TrainLoop:
-    """Runs `phases` over `dataset` for `config.epochs` epochs, checkpointing into `run_dir`.
+    """Runs `phases` over `dataset` for `config.epochs` epochs, checkpointing into `run_dir` (each checkpoint with
+    `config_yaml` as config.yaml and `extra_files`, {name: text}, beside it).
 
     images_fn: called on every rank every `config.logging.image_every_steps` steps; returns
     {tag: images (B, C, H, W) in [0, 1]} that rank 0 saves as grids in the run's images/ folder.
@@ -168,6 +195,7 @@ class TrainLoop:
         dataset: Dataset,
         run_dir: RunDir,
         config_yaml: str = "",
+        extra_files: dict[str, str] | None = None,
         collate_fn: Callable | None = None,
         images_fn: Callable[[], dict[str, torch.Tensor]] | None = None,
         on_step_end: Callable[[TrainLoop], None] | None = None,
@@ -183,6 +211,7 @@ class TrainLoop:
         self.dataset = dataset
         self.run_dir = run_dir
         self.config_yaml = config_yaml
+        self.extra_files = extra_files or {}
         self.collate_fn = collate_fn
         self.images_fn = images_fn
         self.on_step_end = on_step_end
@@ -198,8 +227,12 @@ class TrainLoop:
         self.sampler = EpochShardSampler(size, ctx.rank, ctx.world_size, seed=config.seed, drop_last=config.drop_last)
         self.progress = Progress()
         self._signal: int | None = None
+        self._stop_agreed = False  # under torchrun: whether any rank had a stop signal at the last sync point
         self._last_saved_step = -1
+        self._last_synced_step = -1
         self._last_checkpoint: Path | None = None
+        self._watches = {phase.name: _NonFiniteWatch(ctx.device) for phase in phases}
+        self._device_step = torch.zeros((), dtype=torch.float64, device=ctx.device)  # the step, counted on the device
 
     # --- state ------------------------------------------------------------------------------------------
 
@@ -232,7 +265,9 @@ class TrainLoop:
         return True
 
     def save(self) -> Path | None:
-        """Write a checkpoint of the current state (call on every rank)."""
+        """Write a checkpoint of the current state (call on every rank); a non-finite step since the last sync
+        point stops the run instead."""
+        self._synchronize()
         path = save_checkpoint(
             self.run_dir.checkpoints,
             self.components,
@@ -240,6 +275,7 @@ class TrainLoop:
             self.ctx,
             config_yaml=self.config_yaml,
             keep_last=self.config.checkpoint.keep_last,
+            extra_files=self.extra_files,
         )
         self._last_saved_step = self.progress.step
         self._last_checkpoint = path
@@ -285,6 +321,7 @@ class TrainLoop:
         self._signal = None
         if resume:
             self.resume()
+        self._device_step.fill_(self.progress.step)
         previous_handlers = self._install_signal_handlers()
         metrics = MetricLogger(
             self.run_dir.logs,
@@ -334,59 +371,78 @@ class TrainLoop:
                 self.save()
         return self._finish("finished")
 
-    def _optimizer_step(self, micro_batches: list[Any], epoch: int) -> dict[str, float]:
-        """Every active phase: accumulate gradients over the micro-batches, check, clip, step, EMA."""
+    def _optimizer_step(self, micro_batches: list[Any], epoch: int) -> dict[str, Tensor | float]:
+        """Every active phase: accumulate gradients over the micro-batches, clip, step unless non-finite, EMA."""
         num_micro = len(micro_batches)
-        scratch: dict[str, Any] = {}
-        logged: dict[str, float] = {}
+        logged: dict[str, Tensor | float] = {}
+        self._device_step += 1
         for phase in self.phases:
             if epoch < phase.start_epoch:
                 continue
             phase.optimizer.zero_grad(set_to_none=True)
             loss_sum = torch.zeros((), device=self.ctx.device)
-            part_sums: dict[str, torch.Tensor | float] = {}
+            part_sums: dict[str, Tensor | float] = {}
             for index, batch in enumerate(micro_batches):
-                step_ctx = StepContext(self.progress.step, epoch, index, num_micro, phase.name, scratch)
+                step_ctx = StepContext(self.progress.step, epoch, index, num_micro, phase.name)
                 with gradient_sync(phase.model, enabled=index == num_micro - 1):
                     with autocast_context(self.ctx.device, self.config.precision.autocast):
                         loss, parts = phase.loss_fn(batch, step_ctx)
                     (loss / num_micro).backward()
                 loss_sum += loss.detach().float()
                 for key, value in parts.items():
-                    value = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
+                    value = value.detach().float() if isinstance(value, Tensor) else float(value)
                     part_sums[key] = part_sums.get(key, 0.0) + value
             params = [p for group in phase.optimizer.param_groups for p in group["params"]]
             grad_norm = clip_gradients(params, phase.grad_clip)
             if hasattr(grad_norm, "full_tensor"):
                 grad_norm = grad_norm.full_tensor()
-            loss_value = float(loss_sum) / num_micro
-            norm_value = float(grad_norm)
-            local_bad = 0.0 if math.isfinite(loss_value) and math.isfinite(norm_value) else 1.0
-            if all_reduce_max(local_bad, self.ctx.device) > 0:
-                self._raise_non_finite(phase.name, loss_value, norm_value)
-            phase.optimizer.step()
+            loss_mean = loss_sum / num_micro
+            finite = self._watches[phase.name].observe(self._device_step, loss_mean, grad_norm)
+            step_unless_non_finite(phase.optimizer, finite)
             if phase.ema is not None:
                 phase.ema.update(phase.model)
-            logged[f"{phase.name}/loss"] = loss_value
-            logged[f"{phase.name}/grad_norm"] = norm_value
-            logged.update({f"{phase.name}/{k}": float(v) / num_micro for k, v in part_sums.items()})
+            logged[f"{phase.name}/loss"] = loss_mean
+            logged[f"{phase.name}/grad_norm"] = grad_norm
+            logged.update({f"{phase.name}/{k}": v / num_micro for k, v in part_sums.items()})
         for phase in self.phases:
             if phase.scheduler is not None:
                 logged[f"{phase.name}/lr"] = phase.scheduler.get_last_lr()[0]
                 phase.scheduler.step()
         return logged
 
-    def _raise_non_finite(self, phase: str, loss: float, norm: float) -> None:
-        where = f"step {self.progress.step + 1} (epoch {self.progress.epoch})"
+    def _synchronize(self) -> None:
+        """A sync point (log steps and checkpoints, on every rank): read the non-finite records from the device and,
+        under torchrun, agree in one all-reduce on stop signals and non-finite steps of any rank. Raises
+        `NonFiniteLossError` naming the first non-finite step."""
+        if self._last_synced_step == self.progress.step:
+            return
+        self._last_synced_step = self.progress.step
+        names = list(self._watches)
+        records = torch.stack([self._watches[name].record for name in names]).tolist()
+        bad = [(int(step), name, loss, norm) for name, (step, loss, norm) in zip(names, records) if step >= 0]
+        stop, any_bad = all_reduce_max([float(self._signal is not None), float(bool(bad))], self.ctx.device)
+        self._stop_agreed = stop > 0
+        if any_bad > 0:
+            self._raise_non_finite(min(bad) if bad else None)
+
+    def _raise_non_finite(self, first: tuple[int, str, float, float] | None) -> None:
         kept = f"the last good checkpoint is {self._last_checkpoint}" if self._last_checkpoint else "no checkpoint yet"
-        what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {norm}"
+        if first is None:
+            message = f"non-finite loss or gradient norm in another process by step {self.progress.step}"
+        else:
+            step, phase, loss, norm = first
+            what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {norm}"
+            epoch = (step - 1) // self.steps_per_epoch
+            message = f"non-finite {what} in phase '{phase}' at step {step} (epoch {epoch})"
         if self.ctx.is_main:
-            log.error("phase '%s': non-finite %s at %s; stopping; %s", phase, what, where, kept)
-        raise NonFiniteLossError(f"non-finite {what} in phase '{phase}' at {where}; stopped; {kept}")
+            log.error("%s; stopping; %s", message, kept)
+        raise NonFiniteLossError(f"{message}; stopped; {kept}")
 
     def _after_step(self, metrics: MetricLogger, bar: ProgressBar, running: _Running) -> None:
         step = self.progress.step
         log_every = self.config.logging.every_steps
+        if step % (log_every or 1) == 0:
+            self._synchronize()
         if log_every > 0 and step % log_every == 0:
             means = running.take_means(self.samples_per_step)
             metrics.log(step, means)
@@ -406,8 +462,9 @@ class TrainLoop:
             self.on_step_end(self)
 
     def _stop_requested(self) -> bool:
-        """True on every rank when any rank got SIGTERM or SIGINT (one tiny all-reduce per step)."""
-        return all_reduce_max(1.0 if self._signal is not None else 0.0, self.ctx.device) > 0
+        """Whether to stop after this step for a SIGTERM or SIGINT: this process's own flag in a single process;
+        under torchrun, what the ranks agreed at the last sync point (every rank stops at the same step)."""
+        return self._stop_agreed if self.ctx.is_distributed else self._signal is not None
 
     def _finish(self, reason: str) -> LoopResult:
         if self._last_saved_step != self.progress.step:

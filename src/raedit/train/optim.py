@@ -1,4 +1,5 @@
-"""AdamW (fused where the device has a kernel for it) and global gradient-norm clipping."""
+"""AdamW (fused where the device has a kernel for it), global gradient-norm clipping, and an optimizer step that
+is skipped on the device when the step is not finite."""
 
 from __future__ import annotations
 
@@ -38,3 +39,20 @@ def clip_gradients(params: Iterable[nn.Parameter], max_norm: float) -> torch.Ten
     if max_norm > 0:
         return torch.nn.utils.clip_grad_norm_(grads_of, max_norm)
     return torch.nn.utils.get_total_norm([p.grad for p in grads_of])
+
+
+def step_unless_non_finite(optimizer: torch.optim.Optimizer, finite: torch.Tensor) -> None:
+    """`optimizer.step()`, not taken when `finite` (a 0-dim bool tensor) is False.
+
+    The fused optimizers (AdamW, Adam, SGD with fused=True) read the flag on the device, as they read a gradient
+    scaler's `found_inf`, so the host never waits; any other optimizer reads it on the host.
+    """
+    if not getattr(optimizer, "_step_supports_amp_scaling", False):
+        if bool(finite):
+            optimizer.step()
+        return
+    optimizer.found_inf = (~finite).float()  # the attribute torch.amp.GradScaler sets for these optimizers
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.found_inf

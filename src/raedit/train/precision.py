@@ -6,7 +6,7 @@ import contextlib
 
 import torch
 
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
 from raedit.train.config import ScheduleConfig
 
 SCHEDULE_KINDS = ("constant", "cosine", "linear_decay")

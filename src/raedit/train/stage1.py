@@ -5,12 +5,12 @@ Two phases per optimizer step, on the shared `TrainLoop`:
                   noise-augmented latents (Sec. 4.3); EMA of the decoder weights.
   discriminator:  hinge loss on real vs. the decoder's (8-bit quantized) reconstructions of the same step,
                   from `loss.disc_start_epoch`; its heads' gradients are all-reduced like the decoder's.
-At the end, the EMA decoder is written as a complete RAE (`<run>/rae/`) and scored on held-out images.
+At the end, the EMA decoder is written as a complete RAE (`<run>/rae/`) and scored on held-out images. The EMA
+decoder lives in a second RAE that shares the frozen encoder (`ema_rae`): previews and the export use it directly.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +19,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from raedit.autoencoder import RAE, AutoencoderConfig
-from raedit.config import to_yaml
+from raedit.core.config import to_yaml
+from raedit.core.distributed import DistContext, init_distributed
+from raedit.core.errors import RaeditError
+from raedit.core.files import write_json
 from raedit.data import DataConfig, build_dataset
 from raedit.data.image_folder import collate_skipping
-from raedit.errors import RaeditError
-from raedit.eval.recon_metrics import psnr, ssim
+from raedit.eval.similarity import psnr, ssim
 from raedit.losses import (
     DecoderLossConfig,
     adaptive_gan_weight,
@@ -34,11 +36,11 @@ from raedit.losses import (
     l1_loss,
 )
 from raedit.train.config import EMAConfig, TrainLoopConfig
-from raedit.train.distributed import DistContext, init_distributed, unwrap_model, wrap_model
 from raedit.train.ema import EMA
 from raedit.train.loop import LoopResult, Phase, StepContext, TrainLoop, steps_per_epoch
 from raedit.train.optim import build_adamw
-from raedit.train.rundir import RunDir
+from raedit.train.parallel import full_state_dict, shard_like, unwrap_model, wrap_model
+from raedit.train.run_dir import RunDir
 from raedit.train.schedules import build_schedule
 
 logger = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class DecoderTraining:
                 raise RaeditError(f"{name}.resolution is {data.resolution}, but the decoder outputs {height}x{width} "
                                   "(token grid x decoder_patch_size): the target images must match")
         self.ema_rae = RAE(config.autoencoder, encoder=self.rae.encoder).to(ctx.device).eval()
+        self.reconstructions: list[torch.Tensor] = []  # this step's, per micro-batch, for the discriminator
         loss = config.loss
         self.perceptual = build_perceptual_loss(loss.perceptual, loss.vgg_weights).to(ctx.device)
         discriminator = build_discriminator(loss.discriminator_backbone, loss.discriminator_input_size,
@@ -93,6 +96,7 @@ class DecoderTraining:
                                             loss.discriminator_weights)
         strategy = config.train.distributed.strategy
         self.decoder = wrap_model(self.rae.decoder, ctx, strategy)
+        shard_like(self.ema_rae.decoder, self.decoder, ctx)
         self.discriminator = wrap_model(discriminator, ctx, "ddp")
 
     def phases(self, num_items: int) -> list[Phase]:
@@ -104,7 +108,8 @@ class DecoderTraining:
         return [
             Phase("decoder", self.decoder, decoder_optimizer, self.decoder_loss,
                   build_schedule(decoder_optimizer, train.schedule, per_epoch, train.epochs),
-                  EMA(self.decoder, train.ema.decay) if train.ema.enabled else None, train.optim.grad_clip),
+                  EMA(self.decoder, train.ema.decay, self.ema_rae.decoder) if train.ema.enabled else None,
+                  train.optim.grad_clip),
             Phase("discriminator", self.discriminator, disc_optimizer, self.discriminator_loss,
                   build_schedule(disc_optimizer, train.schedule, per_epoch, train.epochs),
                   None, train.optim.grad_clip, start_epoch=loss.disc_start_epoch),
@@ -115,7 +120,9 @@ class DecoderTraining:
         images = batch[0]
         loss = self.config.loss
         reconstruction = self.rae.decode(self.rae.encode(images), clamp=False, decoder=self.decoder)
-        ctx.scratch[f"reconstruction{ctx.micro_index}"] = reconstruction.detach()
+        if ctx.micro_index == 0:
+            self.reconstructions.clear()
+        self.reconstructions.append(reconstruction.detach())
         l1 = l1_loss(reconstruction, images)
         perceptual = self.perceptual(reconstruction, images)
         reconstruction_loss = l1 + loss.perceptual_weight * perceptual
@@ -132,25 +139,24 @@ class DecoderTraining:
 
     def discriminator_loss(self, batch: tuple, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Hinge loss on this step's real images and the decoder's reconstructions of them."""
-        reconstruction = ctx.scratch[f"reconstruction{ctx.micro_index}"].clamp(0.0, 1.0)
+        reconstruction = self.reconstructions[ctx.micro_index].clamp(0.0, 1.0)
         loss = self.config.loss
         value = discriminator_loss(self.discriminator, batch[0], reconstruction, loss.diffaug_translation,
                                    loss.diffaug_color)
         return value, {}
 
     @torch.no_grad()
-    def load_ema_decoder(self, ema: EMA | None) -> RAE:
-        """`ema_rae` with the EMA decoder weights (the live ones when EMA is off)."""
-        if ema is not None:
-            ema.copy_to(self.ema_rae.decoder)
-        else:
+    def eval_rae(self, ema: EMA | None) -> RAE:
+        """`ema_rae`, which holds the EMA decoder (given a copy of the live weights when the run keeps no EMA)."""
+        if ema is None:
             self.ema_rae.decoder.load_state_dict(unwrap_model(self.decoder).state_dict())
         return self.ema_rae
 
     @torch.no_grad()
     def ema_reconstructions(self, images: torch.Tensor, ema: EMA | None) -> torch.Tensor:
-        """Reconstructions of `images` (B x 3 x H x W in [0, 1]) by the EMA decoder, on the CPU."""
-        rae = self.load_ema_decoder(ema)
+        """Reconstructions of `images` (B x 3 x H x W in [0, 1]) by the EMA decoder, on the CPU (call on every
+        rank: a sharded decoder needs them all)."""
+        rae = self.eval_rae(ema)
         return torch.cat([rae.decode(rae.encode(chunk.to(self.ctx.device))).cpu() for chunk in images.split(64)])
 
 
@@ -177,11 +183,12 @@ def train_decoder(config: Stage1Config, resume: bool = False) -> tuple[LoopResul
     loop = TrainLoop(config.train, ctx, phases, dataset, run_dir, config_yaml, collate_fn=collate_skipping,
                      images_fn=preview_grid if preview is not None else None)
     result = loop.run(resume=resume)
+    decoder_weights = ema.state_dict() if ema is not None else full_state_dict(training.decoder)
+    metrics = score_reconstructions(training, ema, config)
     if ctx.is_main:
         export = Path(config.run_dir) / "rae"
-        training.load_ema_decoder(ema).save_pretrained(export)
-        metrics = score_reconstructions(training, ema, config)
-        (Path(config.run_dir) / "recon_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        training.eval_rae(ema).save_pretrained(export, decoder_state=decoder_weights)
+        write_json(Path(config.run_dir) / "recon_metrics.json", metrics)
         logger.info("EMA decoder written to %s; held-out PSNR %.2f dB, SSIM %.4f over %d images",
                     export, metrics["psnr"], metrics["ssim"], metrics["images"])
     return result, training

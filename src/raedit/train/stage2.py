@@ -1,53 +1,52 @@
 """Stage 2 (Sec. 4-5): a diffusion transformer learns flow matching in the latent space of a frozen RAE.
 
 One phase on the shared `TrainLoop` ("denoiser": the model, EMA every step). Data are either images encoded on
-the fly by the RAE's frozen encoder, or a finished latent cache (raw latents, normalized here with the RAE's or
-a statistics file's mean/var). The loss is the flow-matching MSE with t from `uniform` or `logit-normal` and the
-dimension-dependent shift derived from the latent shape (Sec. 4.2). Every `logging.image_every_steps` the EMA
-model samples a class-conditional grid that the RAE decodes; at the end the EMA model is exported to
-`<run_dir>/model/` (see `raedit.diffusion.denoiser_io`) for `raedit sample`.
+the fly by the RAE's frozen encoder, or a finished latent cache (raw latents, normalized here with the RAE's
+statistics: the RAE is their one owner). The loss is the flow-matching MSE with t from `uniform` or
+`logit-normal` and the dimension-dependent shift derived from the latent shape (Sec. 4.2). Every
+`logging.image_every_steps` the EMA model samples a class-conditional grid that the RAE decodes; at the end the EMA
+model is exported to `<run_dir>/model/` (see `raedit.diffusion.denoiser_io`) for `raedit sample`, and every
+checkpoint carries the same description of the model.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from raedit.autoencoder import CONFIG_FILE as RAE_CONFIG_FILE
 from raedit.autoencoder import RAE
-from raedit.config import load_config, to_yaml
+from raedit.core.config import to_yaml
+from raedit.core.distributed import DistContext, init_distributed
+from raedit.core.errors import RaeditError
 from raedit.data import DataConfig, build_dataset
 from raedit.data.image_folder import collate_skipping
 from raedit.data.latent_cache import LatentCache
-from raedit.diffusion.denoiser_io import EXPORT_DIR, PHASE_NAME, DenoiserInfo, save_denoiser
+from raedit.diffusion.denoiser_io import CONFIG_FILE, EXPORT_DIR, PHASE_NAME, DenoiserInfo, save_denoiser
 from raedit.diffusion.flow import SHIFT_BASE_DIM, TimeDistribution, flow_matching_loss, shift_alpha
 from raedit.diffusion.samplers import sample
-from raedit.errors import RaeditError
-from raedit.models import DiTDH, LightningDiT, build_model
-from raedit.stats import load_latent_stats
+from raedit.models import DiTConfig, build_model, model_config
 from raedit.train.config import EMAConfig, OptimConfig, ScheduleConfig, TrainLoopConfig
-from raedit.train.distributed import DistContext, init_distributed, unwrap_model, wrap_model
 from raedit.train.ema import EMA
 from raedit.train.loop import LoopResult, Phase, StepContext, TrainLoop, steps_per_epoch
 from raedit.train.optim import build_adamw
-from raedit.train.rundir import RunDir
+from raedit.train.parallel import full_state_dict, shard_like, unwrap_model, wrap_model
+from raedit.train.run_dir import RunDir
 from raedit.train.schedules import build_schedule
 
 logger = logging.getLogger(__name__)
 
-# Constructor arguments a config may set on top of the named size (None: the size's / family's default).
+# Model config fields a recipe may set on top of the named size (None: the size's / family's default).
 MODEL_ARG_NAMES = ("depth", "width", "num_heads", "head_depth", "head_width", "head_num_heads", "qk_norm")
 
 
 @dataclass
 class ModelConfig:
-    """The denoiser: a name from `raedit.models.build_model` ("ditdh-xl", "dit-s", ...) plus overrides."""
+    """The denoiser: a name from `raedit.models.model_config` ("ditdh-xl", "dit-s", ...) plus overrides."""
 
     name: str = "ditdh-xl"
     num_classes: int = 1000
@@ -60,10 +59,12 @@ class ModelConfig:
     head_num_heads: int | None = None
     qk_norm: bool | None = None
 
-    def constructor_args(self) -> dict[str, Any]:
-        args: dict[str, Any] = {name: getattr(self, name) for name in MODEL_ARG_NAMES
-                                if getattr(self, name) is not None}
-        return {**args, "num_classes": self.num_classes, "class_dropout_prob": self.class_dropout_prob}
+    def architecture(self, latent_shape: tuple[int, int, int]) -> DiTConfig:
+        """The model's config dataclass for latents of `latent_shape` (C, h, w)."""
+        overrides: dict[str, Any] = {name: getattr(self, name) for name in MODEL_ARG_NAMES
+                                     if getattr(self, name) is not None}
+        return model_config(self.name, latent_shape, num_classes=self.num_classes,
+                            class_dropout_prob=self.class_dropout_prob, **overrides)
 
 
 @dataclass
@@ -106,22 +107,15 @@ def _stage2_loop_defaults() -> TrainLoopConfig:
 class Stage2Config:
     """`raedit train`: the autoencoder's latent space, the data, the denoiser, the flow and the loop."""
 
-    rae: str | None = None  # a saved RAE directory (stage 1 writes `<run>/rae`)
-    stats: str | None = None  # latent statistics file; needed when the RAE has none, replaces the RAE's otherwise
+    rae: str | None = None  # a saved RAE directory with latent statistics (`raedit stats ... rae=DIR`)
     latents: str | None = None  # a finished latent cache; None: encode `data` on the fly
     data: DataConfig = field(default_factory=DataConfig)
-    # (C, h, w) of the latents. Filled in from the RAE at the start of a run (and recorded with every
-    # checkpoint); a value given here must match the RAE's.
-    latent_shape: list[int] | None = None
+    latent_shape: list[int] | None = None  # (C, h, w), checked against the RAE's when given
     model: ModelConfig = field(default_factory=ModelConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     train: TrainLoopConfig = field(default_factory=_stage2_loop_defaults)
     preview: PreviewConfig = field(default_factory=PreviewConfig)
     run_dir: str = "runs/stage2"
-
-
-def load_stage2_config(path: str | Path, overrides: list[str] | None = None) -> Stage2Config:
-    return load_config(Stage2Config, path, overrides)
 
 
 def resolve_shift(flow: FlowConfig, latent_shape: tuple[int, int, int] | list[int]) -> float:
@@ -139,35 +133,14 @@ def resolve_shift(flow: FlowConfig, latent_shape: tuple[int, int, int] | list[in
     return alpha
 
 
-def build_denoiser(config: Stage2Config, latent_shape: tuple[int, int, int] | list[int]) -> LightningDiT | DiTDH:
-    """The model of `config.model` for latents of `latent_shape` (C, h, w)."""
-    return build_model(config.model.name, tuple(latent_shape), **config.model.constructor_args())
-
-
-def denoiser_info(config: Stage2Config) -> DenoiserInfo:
-    """What `raedit sample` needs to rebuild and use the model of a run (its latent shape must be resolved)."""
-    if config.latent_shape is None:
-        raise RaeditError("this stage-2 config has no latent_shape: it was not written by a training run")
-    rae_config = Path(config.rae) / RAE_CONFIG_FILE if config.rae else None
-    encoder = None
-    if rae_config is not None and rae_config.is_file():
-        encoder = json.loads(rae_config.read_text()).get("encoder")
-    return DenoiserInfo(model_name=config.model.name, model_args=config.model.constructor_args(),
-                        latent_shape=list(config.latent_shape),
-                        num_classes=config.model.num_classes,
-                        shift_alpha=resolve_shift(config.flow, config.latent_shape),
-                        rae=config.rae, encoder=encoder)
-
-
-def load_rae(rae_dir: str | None, stats: str | None, device: torch.device | str = "cpu") -> RAE:
-    """The saved RAE at `rae_dir`, normalized with the statistics file `stats` when given (else its own)."""
+def load_normalized_rae(rae_dir: str | None, device: torch.device | str = "cpu") -> RAE:
+    """The saved RAE at `rae_dir`, which must hold the latent statistics of its latent space."""
     if not rae_dir:
         raise RaeditError("no autoencoder: set rae=<a saved RAE directory> (stage 1 writes <run>/rae)")
     rae = RAE.from_pretrained(rae_dir)
-    if stats:
-        rae.set_stats(*load_latent_stats(stats, rae.latent_shape, rae.config.encoder))
     if not rae.normalized:
-        raise RaeditError(f"the RAE at {rae_dir} has no latent statistics: give stats=<file> (raedit stats)")
+        raise RaeditError(f"the RAE at {rae_dir} has no latent statistics: store them in it with "
+                          f"`raedit stats CONFIG rae={rae_dir}`")
     return rae.to(device).eval().requires_grad_(False)
 
 
@@ -177,21 +150,26 @@ class DiffusionTraining:
     def __init__(self, config: Stage2Config, ctx: DistContext) -> None:
         self.config = config
         self.ctx = ctx
-        self.rae = load_rae(config.rae, config.stats, ctx.device)
-        latent_shape = self.rae.latent_shape
-        if config.latent_shape is not None and tuple(config.latent_shape) != latent_shape:
+        self.rae = load_normalized_rae(config.rae, ctx.device)
+        self.latent_shape = self.rae.latent_shape
+        if config.latent_shape is not None and tuple(config.latent_shape) != self.latent_shape:
             raise RaeditError(f"latent_shape is {tuple(config.latent_shape)}, but the RAE at {config.rae} gives "
-                              f"latents {latent_shape}")
-        config.latent_shape = list(latent_shape)
+                              f"latents {self.latent_shape}")
         self.dataset = self._dataset()
-        self.alpha = resolve_shift(config.flow, latent_shape)
+        self.alpha = resolve_shift(config.flow, self.latent_shape)
         flow = config.flow
         self.time_distribution = TimeDistribution(flow.time_distribution, flow.mu, flow.sigma, flow.t_max)
-        self.ema_model = build_denoiser(config, latent_shape).to(ctx.device).eval()
-        self.model = wrap_model(build_denoiser(config, latent_shape), ctx, config.train.distributed.strategy,
-                                config.train.distributed.find_unused_parameters)
+        self.architecture = config.model.architecture(self.latent_shape)
+        strategy = config.train.distributed
+        # The module that holds the EMA weights (what previews sample from and the export saves) is drawn
+        # first, the trained model second: a seed gives the same initial weights as in earlier raedit runs.
+        average = build_model(self.architecture).eval() if config.train.ema.enabled else None
+        self.model = wrap_model(build_model(self.architecture), ctx, strategy.strategy,
+                                strategy.find_unused_parameters)
+        self.average = shard_like(average, self.model, ctx) if average is not None else None
         logger.info("denoiser %s: %.1fM parameters, latents %s, shift alpha %.4f (%s)", config.model.name,
-                    sum(p.numel() for p in self.ema_model.parameters()) / 1e6, latent_shape, self.alpha, flow.shift)
+                    sum(p.numel() for p in unwrap_model(self.model).parameters()) / 1e6, self.latent_shape,
+                    self.alpha, flow.shift)
 
     def _dataset(self) -> torch.utils.data.Dataset:
         if self.config.latents is None:
@@ -199,9 +177,9 @@ class DiffusionTraining:
             classes = getattr(dataset, "num_classes", None) or len(getattr(dataset, "classes", []))
         else:
             dataset = LatentCache(self.config.latents)
-            if tuple(dataset.latent_shape) != self.rae.latent_shape or dataset.encoder != self.rae.config.encoder:
+            if tuple(dataset.latent_shape) != self.latent_shape or dataset.encoder != self.rae.config.encoder:
                 raise RaeditError(f"the latent cache {self.config.latents} holds latents {tuple(dataset.latent_shape)} "
-                                  f"of encoder '{dataset.encoder}', the RAE gives {self.rae.latent_shape} of "
+                                  f"of encoder '{dataset.encoder}', the RAE gives {self.latent_shape} of "
                                   f"'{self.rae.config.encoder}'")
             classes = dataset.num_classes
         if classes and classes > self.config.model.num_classes:
@@ -212,6 +190,11 @@ class DiffusionTraining:
     @property
     def collate_fn(self):
         return collate_skipping if self.config.latents is None else None
+
+    @property
+    def description(self) -> DenoiserInfo:
+        """What `raedit sample` needs to rebuild and use the model (saved with the export and every checkpoint)."""
+        return DenoiserInfo(self.architecture, self.alpha, self.config.rae, self.rae.config.encoder)
 
     def latents_of(self, batch: Any) -> Tensor:
         """Normalized latents (B, C, h, w) of a batch: encoded images, or raw cached latents normalized."""
@@ -226,34 +209,32 @@ class DiffusionTraining:
         optimizer = build_adamw([p for p in self.model.parameters() if p.requires_grad], train.optim)
         return Phase(PHASE_NAME, self.model, optimizer, self.loss,
                      build_schedule(optimizer, train.schedule, per_epoch, train.epochs),
-                     EMA(self.model, train.ema.decay) if train.ema.enabled else None, train.optim.grad_clip)
+                     EMA(self.model, train.ema.decay, self.average) if self.average is not None else None,
+                     train.optim.grad_clip)
 
     def loss(self, batch: Any, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
         """Sec. 4: flow-matching MSE on shifted t; labels drop to the null class inside the model (p = 0.1)."""
         latents, labels = self.latents_of(batch), batch[1]
         return flow_matching_loss(self.model, latents, labels, self.time_distribution, self.alpha), {}
 
-    @torch.no_grad()
-    def load_ema(self, ema: EMA | None) -> LightningDiT | DiTDH:
-        """`ema_model` with the EMA weights (the live ones when EMA is off); call on every rank."""
-        if ema is not None:
-            ema.copy_to(self.ema_model)
-        else:
-            self.ema_model.load_state_dict(unwrap_model(self.model).state_dict())
-        return self.ema_model
+    @property
+    def sampling_model(self) -> nn.Module:
+        """The model to sample from: the EMA weights (the live ones when the run keeps no EMA)."""
+        return self.average if self.average is not None else unwrap_model(self.model)
+
+    def final_weights(self, ema: EMA | None) -> dict[str, Tensor]:
+        """The full weights of `sampling_model`, gathered when sharded (call on every rank)."""
+        return ema.state_dict() if ema is not None else full_state_dict(self.model)
 
     @torch.no_grad()
-    def preview(self, ema: EMA | None) -> dict[str, Tensor]:
-        """A grid of EMA samples, classes 0, 1, ... in turn, decoded by the RAE: {"samples": (B, 3, H, W)} on
-        rank 0 (only rank 0 saves grids), {} elsewhere."""
-        model = self.load_ema(ema)  # collective under FSDP: on every rank
-        if not self.ctx.is_main:
-            return {}
+    def preview(self) -> dict[str, Tensor]:
+        """A grid of EMA samples, classes 0, 1, ... in turn, decoded by the RAE: {"samples": (B, 3, H, W)}. Every
+        rank samples (a sharded model needs them all); rank 0 saves the grid."""
         settings = self.config.preview
-        count = settings.images
-        labels = torch.arange(count, device=self.ctx.device) % self.config.model.num_classes
+        model = self.sampling_model
+        labels = torch.arange(settings.images, device=self.ctx.device) % self.config.model.num_classes
         generator = torch.Generator().manual_seed(settings.seed)
-        noise = torch.randn((count, *self.rae.latent_shape), generator=generator).to(self.ctx.device)
+        noise = torch.randn((settings.images, *self.latent_shape), generator=generator).to(self.ctx.device)
         latents = sample(lambda x, t: model(x, t, labels), noise, settings.sampler, settings.steps, self.alpha)
         return {"samples": self.rae.decode(latents).cpu()}
 
@@ -262,20 +243,19 @@ def train_diffusion(config: Stage2Config, resume: bool = False) -> LoopResult:
     """Run stage 2 to the end (or a stop); rank 0 exports the EMA model to `<run_dir>/model/`."""
     ctx = init_distributed(config.train.distributed.backend)
     torch.manual_seed(config.train.seed)
-    training = DiffusionTraining(config, ctx)  # resolves config.latent_shape: recorded in every checkpoint
+    training = DiffusionTraining(config, ctx)
     run_dir = RunDir(config.run_dir)
     config_yaml = to_yaml(config)
     if ctx.is_main:
         run_dir.create(config_yaml)
     phase = training.phase(len(training.dataset))
-    images_fn = (lambda: training.preview(phase.ema)) if config.preview.images > 0 else None
     loop = TrainLoop(config.train, ctx, [phase], training.dataset, run_dir, config_yaml,
-                     collate_fn=training.collate_fn, images_fn=images_fn)
+                     extra_files={CONFIG_FILE: training.description.to_json()}, collate_fn=training.collate_fn,
+                     images_fn=training.preview if config.preview.images > 0 else None)
     result = loop.run(resume=resume)
-    model = training.load_ema(phase.ema)
+    weights = training.final_weights(phase.ema)
     if ctx.is_main:
         export = Path(config.run_dir) / EXPORT_DIR
-        stats = (training.rae.latent_mean.cpu(), training.rae.latent_var.cpu())
-        save_denoiser(model, export, denoiser_info(config), stats)
+        save_denoiser(export, weights, training.description)
         logger.info("EMA model written to %s", export)
     return result

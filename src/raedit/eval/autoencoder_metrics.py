@@ -1,4 +1,5 @@
-"""Reconstruction quality of an autoencoder: rFID against the same images, PSNR, SSIM and a perceptual distance.
+"""How well an autoencoder reconstructs a validation set: rFID against the same images, and the mean PSNR, SSIM
+and perceptual distance of each image to its reconstruction (`raedit.eval.similarity`).
 
 rFID follows recipe.md's protocol: reconstruct the (center-cropped) validation images and compare them with those
 same images, not with a generation reference batch. Originals and reconstructions are quantized to 8 bits (the
@@ -13,20 +14,16 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
+from raedit.core.images import quantize
 from raedit.eval.frechet import GaussianStats, frechet_distance_of
 from raedit.eval.inception import InceptionFeatures
-from raedit.eval.recon_metrics import PerceptualDistance, perceptual, psnr, ssim
+from raedit.eval.similarity import PerceptualDistance, perceptual, psnr, ssim
 
 logger = logging.getLogger(__name__)
 
 # images B x 3 x H x W in [0, 1] -> reconstructions B x 3 x H x W in [0, 1]
 ReconstructFn = Callable[[torch.Tensor], torch.Tensor]
-
-
-def quantize(images: torch.Tensor) -> torch.Tensor:
-    """float B x 3 x H x W in [0, 1] -> uint8 B x 3 x H x W (round to nearest, clamped)."""
-    return (images.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def evaluate_reconstructions(
@@ -44,12 +41,12 @@ def evaluate_reconstructions(
     pool_original, pool_recon = [], []
     psnrs, ssims, distances = [], [], []
     for images in images_iter:
-        original = quantize(images)
+        original = quantize(images).cpu()
         with torch.no_grad():
             recon = reconstruct_fn(images)
         if recon.shape != images.shape:
             raise RaeditError(f"reconstructions have shape {tuple(recon.shape)}, images {tuple(images.shape)}")
-        recon = quantize(recon)
+        recon = quantize(recon).cpu()
         original_unit, recon_unit = original.double() / 255, recon.double() / 255
         psnrs.append(psnr(recon_unit, original_unit))
         ssims.append(ssim(recon_unit, original_unit))

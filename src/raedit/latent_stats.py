@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
-from raedit.errors import RaeditError
+from raedit.core.distributed import all_gather_objects
+from raedit.core.errors import RaeditError
+from raedit.core.files import save_tensors
 
 
 class RunningMoments:
@@ -46,8 +47,6 @@ class RunningMoments:
 
     def all_reduce(self) -> None:
         """Merge the moments of every rank into each rank's copy (nothing to do in a single process)."""
-        from raedit.train.distributed import all_gather_objects
-
         parts = all_gather_objects((self.count, self.mean, self.m2))
         if len(parts) == 1:
             return
@@ -67,12 +66,7 @@ class RunningMoments:
 
 def save_latent_stats(path: str | Path, mean: torch.Tensor, var: torch.Tensor, encoder: str, count: int) -> None:
     """mean, var: C x h x w, saved as float32 safetensors with the encoder's name and the sample count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    save_file({"mean": mean.float().contiguous(), "var": var.float().contiguous()}, str(temporary),
-              metadata={"encoder": encoder, "count": str(count)})
-    temporary.replace(path)
+    save_tensors(path, {"mean": mean.float(), "var": var.float()}, metadata={"encoder": encoder, "count": str(count)})
 
 
 def load_latent_stats(path: str | Path, expected_shape: tuple[int, int, int] | None = None,

@@ -1,4 +1,4 @@
-"""Reconstruction metrics: PSNR, SSIM and a perceptual distance (LPIPS) through a pluggable callable.
+"""Similarity of an image to its reference: PSNR, SSIM and a perceptual distance (LPIPS) through a callable.
 
 Images are float B x 3 x H x W in [0, 1]. Each metric is computed per image and averaged over images, so the
 result does not depend on how images are batched.
@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
 
 # A perceptual distance: (images B x 3 x H x W in [0, 1], images B x 3 x H x W in [0, 1]) -> B distances.
 PerceptualDistance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

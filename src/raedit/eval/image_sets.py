@@ -1,4 +1,4 @@
-"""Image inputs for evaluation: ADM-style npz files, image folders and in-process generators, validated.
+"""Image sets to evaluate: ADM-style npz files, image folders and in-process generators, validated.
 
 Everything becomes uint8 batches N x H x W x 3 (the ADM sample format). Problems with the input (a missing key,
 a wrong dtype, shape or value range, images of mixed sizes) are `RaeditError`s that say what was found.
@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
+from raedit.core.images import to_uint8_hwc
 
 logger = logging.getLogger(__name__)
 
@@ -163,21 +164,15 @@ def to_uint8_batch(batch: np.ndarray | torch.Tensor, source: str = "generator") 
     Accepted: uint8 (or 0..255 integer) B x H x W x 3 arrays or tensors, or float tensors/arrays B x 3 x H x W
     in [0, 1] (a decoder's output), quantized to 8 bits as the ADM sampling scripts do.
     """
-    if isinstance(batch, torch.Tensor):
-        batch = batch.detach().cpu()
-        if batch.is_floating_point():
-            batch = batch.float().numpy()
-        else:
-            batch = batch.numpy()
-    batch = np.asarray(batch)
-    if np.issubdtype(batch.dtype, np.floating):
-        if batch.ndim != 4 or batch.shape[1] != 3:
-            raise RaeditError(f"{source}: float images must be B x 3 x H x W in [0, 1], got shape {batch.shape}")
-        low, high = float(batch.min()), float(batch.max())
-        if low < -1e-3 or high > 1 + 1e-3:
-            raise RaeditError(f"{source}: float images must lie in [0, 1], found {low:.3g}..{high:.3g}")
-        batch = (batch * 255).round().clip(0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
-    return validate_images(batch, source)
+    pixels = torch.as_tensor(np.ascontiguousarray(batch) if isinstance(batch, np.ndarray) else batch).detach().cpu()
+    if not pixels.is_floating_point():
+        return validate_images(pixels.numpy(), source)
+    if pixels.ndim != 4 or pixels.shape[1] != 3:
+        raise RaeditError(f"{source}: float images must be B x 3 x H x W in [0, 1], got shape {tuple(pixels.shape)}")
+    low, high = float(pixels.min()), float(pixels.max())
+    if low < -1e-3 or high > 1 + 1e-3:
+        raise RaeditError(f"{source}: float images must lie in [0, 1], found {low:.3g}..{high:.3g}")
+    return validate_images(to_uint8_hwc(pixels), source)
 
 
 def iterate_batches(

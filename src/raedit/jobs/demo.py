@@ -2,12 +2,13 @@
 
 EfficientNet-Lite0 encoder (64 px input -> 4 x 4 x 112 latents) on Fashion-MNIST at 32 px:
   1. train the ViT decoder (stage 1: L1 + perceptual + GAN, noise-augmented latents),
-  2. cache the training latents (with mirror images) and compute their statistics from the cache,
+  2. cache the training latents (with mirror images) and store their statistics in the RAE,
   3. train a DiT^DH on the normalized latents (stage 2),
   4. sample a class-balanced set and a grid, 5. FID against the Fashion-MNIST test split.
-The recipes are the repository's `configs/*/demo.yaml`, shortened by the overrides below; everything lands
-under `runs/demo/` (or `--out`), with `metrics.json` holding the measured numbers and wall times. The same
-pipeline with longer plans is `raedit benchmark` (BENCHMARK); `raedit demo --quick` (QUICK) is its smoke test.
+The recipes are the shipped `stage1/demo`, `stage2/cache_demo` and `stage2/demo` (package data, so the demo runs
+from an installed wheel anywhere), shortened by the overrides below; everything lands under `runs/demo/` (or
+`--out`), with `metrics.json` holding the measured numbers and wall times. The same pipeline with longer plans is
+`raedit benchmark` (BENCHMARK); `raedit demo --quick` (QUICK) is its smoke test.
 """
 
 from __future__ import annotations
@@ -21,20 +22,19 @@ from pathlib import Path
 
 import torch
 
-from raedit.autoencoder import RAE
-from raedit.config import load_config
+from raedit.autoencoder import RAE, store_latent_stats
+from raedit.core.config import load_config
+from raedit.core.files import write_json
+from raedit.core.images import save_image_grid
 from raedit.data.fashion_mnist import load_fashion_mnist, to_rgb
-from raedit.data.latent_cache import CacheConfig, cache_latents, latent_stats_from_cache
-from raedit.errors import RaeditError
 from raedit.eval.evaluate import evaluate_file
-from raedit.sample import SampleConfig, generate
-from raedit.train.rundir import save_image_grid
+from raedit.jobs.cache_latents import CacheConfig, cache_latents
+from raedit.jobs.sample import SampleConfig, generate
+from raedit.jobs.stats import latent_stats_from_cache
 from raedit.train.stage1 import Stage1Config, train_decoder
 from raedit.train.stage2 import Stage2Config, train_diffusion
 
 logger = logging.getLogger(__name__)
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @dataclass
@@ -81,13 +81,6 @@ QUICK = DemoPlan(
 )
 
 
-def _recipe(name: str) -> Path:
-    path = CONFIGS / name
-    if not path.is_file():
-        raise RaeditError(f"demo recipe {path} not found: run the demo from a checkout of raedit")
-    return path
-
-
 def _quiet_training(overrides: list[str], out: Path, name: str) -> list[str]:
     return [*overrides, f"run_dir={out / name}", "train.logging.tensorboard=false"]
 
@@ -123,21 +116,23 @@ def run_demo(out: str | Path = "runs/demo", plan_name: str = "full") -> dict:
         return time.perf_counter()
 
     now = time.perf_counter()
-    stage1 = load_config(Stage1Config, _recipe("stage1/demo.yaml"), _quiet_training(plan.stage1, out, "stage1"))
+    stage1 = load_config(Stage1Config, "stage1/demo", _quiet_training(plan.stage1, out, "stage1"))
     train_decoder(stage1)
+    rae_dir = out / "stage1" / "rae"
     reconstruction = json.loads((out / "stage1" / "recon_metrics.json").read_text())
-    save_reconstruction_grid(out / "stage1" / "rae", out / "reconstructions.png")
+    save_reconstruction_grid(rae_dir, out / "reconstructions.png")
     now = timed("stage1_decoder", now)
 
-    cache_dir, stats_file = out / "latents", out / "latent_stats.safetensors"
-    cache = load_config(CacheConfig, _recipe("stage2/cache_demo.yaml"), [*plan.cache, f"out={cache_dir}"])
+    cache_dir = out / "latents"
+    cache = load_config(CacheConfig, "stage2/cache_demo", [*plan.cache, f"out={cache_dir}"])
     cache_latents(cache)
-    count = latent_stats_from_cache(cache_dir, stats_file)
+    moments = latent_stats_from_cache(cache_dir)
+    store_latent_stats(rae_dir, moments.mean, moments.variance, cache.autoencoder.encoder)
     now = timed("latent_cache_and_stats", now)
 
-    stage2 = load_config(Stage2Config, _recipe("stage2/demo.yaml"), [
-        *_quiet_training(plan.stage2, out, "stage2"), f"rae={out / 'stage1' / 'rae'}", f"stats={stats_file}",
-        f"latents={cache_dir}", f"data.limit={cache.data.limit}"])
+    stage2 = load_config(Stage2Config, "stage2/demo", [
+        *_quiet_training(plan.stage2, out, "stage2"), f"rae={rae_dir}", f"latents={cache_dir}",
+        f"data.limit={cache.data.limit}"])
     train_diffusion(stage2)
     now = timed("stage2_diffusion", now)
 
@@ -155,10 +150,10 @@ def run_demo(out: str | Path = "runs/demo", plan_name: str = "full") -> dict:
         "fid": result.values["fid"], "fid_samples": result.num_samples, "fid_reference": result.num_reference,
         "fid_reference_set": "fashion-mnist test (first images, 32 px upscaled to 299 by the TF Inception)",
         "reconstruction_psnr_db": reconstruction["psnr"], "reconstruction_ssim": reconstruction["ssim"],
-        "reconstruction_images": reconstruction["images"], "latent_statistics_count": count,
+        "reconstruction_images": reconstruction["images"], "latent_statistics_count": moments.count,
         "seconds": {**timings, "total": round(time.perf_counter() - started, 1)},
         "notes": result.notes,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(out / "metrics.json", metrics)
     return metrics
 

@@ -9,8 +9,14 @@ from typing import Iterator
 
 import torch
 
-from raedit.errors import RaeditError
-from raedit.eval.reconstruction import evaluate_reconstructions
+from raedit.autoencoder import RAE
+from raedit.core.errors import RaeditError
+from raedit.data.fashion_mnist import load_fashion_mnist, to_rgb
+from raedit.data.image_folder import ImageFolder
+from raedit.data.transforms import ImageTransform
+from raedit.eval.autoencoder_metrics import evaluate_reconstructions
+from raedit.eval.inception import InceptionFeatures
+from raedit.losses.perceptual import build_perceptual_loss
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +41,11 @@ class EvalReconConfig:
 def validation_batches(data: str, size: int, num_images: int, batch_size: int) -> Iterator[torch.Tensor]:
     """Center-cropped validation images at the decoder's output `size`: batches B x 3 x size x size in [0, 1]."""
     if data in ("fashion-mnist-test", "fashion-mnist-train"):
-        from raedit.data.fashion_mnist import load_fashion_mnist, to_rgb
-
         images, _ = load_fashion_mnist(data.rsplit("-", 1)[1])
         images = images[:num_images]
         for start in range(0, len(images), batch_size):
             yield to_rgb(images[start : start + batch_size], size)
         return
-    from raedit.data.image_folder import ImageFolder
-    from raedit.data.transforms import ImageTransform
-
     folder = ImageFolder(data, ImageTransform(size=size, crop="center"))
     batch: list[torch.Tensor] = []
     for index in range(min(num_images, len(folder))):
@@ -62,8 +63,6 @@ def validation_batches(data: str, size: int, num_images: int, batch_size: int) -
 
 def run_eval_recon(config: EvalReconConfig) -> dict:
     """Load the RAE, reconstruct `num_images` validation images, return the metrics (see `evaluate_reconstructions`)."""
-    from raedit.autoencoder import RAE
-
     if not config.autoencoder:
         raise RaeditError("eval-recon needs `autoencoder`: a directory written by RAE.save_pretrained")
     if config.perceptual not in PERCEPTUAL_CHOICES:
@@ -76,8 +75,6 @@ def run_eval_recon(config: EvalReconConfig) -> dict:
     distance = None
     perceptual_name = "lpips" if config.perceptual == "lpips-vgg" else f"perceptual_{config.perceptual}"
     if config.perceptual != "none":
-        from raedit.losses.perceptual import build_perceptual_loss
-
         try:
             loss = build_perceptual_loss(config.perceptual, vgg_weights=config.vgg_weights).to(device)
             distance = lambda images, targets: loss.distance(images.to(device), targets.to(device)).cpu()  # noqa: E731
@@ -89,8 +86,6 @@ def run_eval_recon(config: EvalReconConfig) -> dict:
 
     inception = None
     if config.rfid:
-        from raedit.eval.inception import InceptionFeatures
-
         inception = InceptionFeatures(device=device)
 
     def reconstruct(images: torch.Tensor) -> torch.Tensor:

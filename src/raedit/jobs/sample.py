@@ -1,4 +1,4 @@
-"""The sampling job of `raedit sample`: class-conditional images from a trained denoiser, decoded by its RAE.
+"""`raedit sample`: class-conditional images from a trained denoiser, decoded by the RAE it names.
 
 Sample i has label `labels[i]` and starting noise (and SDE noise) from its own generator, seeded by
 (seed, i); each rank integrates a contiguous slice of the indices in batches. So the images depend on neither
@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,40 +20,49 @@ import torch
 from torch import Tensor
 
 from raedit.autoencoder import RAE
-from raedit.diffusion.denoiser_io import DenoiserInfo, load_denoiser, load_denoiser_stats
+from raedit.core.distributed import DistContext, barrier, init_distributed
+from raedit.core.errors import RaeditError
+from raedit.core.files import atomic_path
+from raedit.core.images import from_uint8_hwc, save_image_grid, to_uint8_hwc
+from raedit.diffusion.denoiser_io import DenoiserInfo, load_denoiser
 from raedit.diffusion.guidance import guided_velocity
 from raedit.diffusion.samplers import SAMPLERS, sample, standard_normal_like
-from raedit.errors import RaeditError
-from raedit.train.distributed import DistContext, barrier, init_distributed
-from raedit.train.rundir import save_image_grid
 
 logger = logging.getLogger(__name__)
 
 LABEL_SAMPLING = ("equal", "random")
 
 
+def _option(help_text: str, choices: tuple[str, ...] | None = None, metavar: tuple[str, ...] | None = None) -> dict:
+    """Field metadata: how `raedit sample` presents the field as an option (`raedit.cli.dataclass_options`)."""
+    return {"help": help_text, "choices": choices, "metavar": metavar}
+
+
 @dataclass
 class SampleConfig:
-    """Settings of one sampling job (the options of `raedit sample`)."""
+    """Settings of one sampling job; each field is an option of `raedit sample` (`--cfg-interval` for cfg_interval)."""
 
-    ckpt: str
-    num: int = 100
-    guide_ckpt: str | None = None
-    label_sampling: str = "equal"
-    classes: list[int] | None = None  # class ids to draw from; None: all of the model's classes
-    steps: int = 49  # the paper: Euler on 50 time points
-    sampler: str = "euler"
-    cfg: float = 1.0
-    cfg_interval: tuple[float, float] = (0.0, 1.0)
-    ag: float = 1.0
-    out: str = "samples.npz"
-    grid: str | None = "grid.png"
-    grid_images: int = 100
-    batch_size: int = 64
-    seed: int = 0
-    bf16: bool = False
-    rae: str | None = None  # overrides the RAE directory recorded with the model
-    t_end: float = 0.0
+    ckpt: str = field(metadata=_option("a run directory, its model/ export, or a training checkpoint"))
+    num: int = field(default=100, metadata=_option("number of samples"))
+    guide_ckpt: str | None = field(
+        default=None, metadata=_option("AutoGuidance guide: a smaller or earlier model of the same latents"))
+    label_sampling: str = field(default="equal", metadata=_option(
+        "equal: classes in turn (N / classes each, the paper's protocol); random: uniform draws", LABEL_SAMPLING))
+    classes: list[int] | None = field(default=None, metadata=_option("class ids to sample (default: all)"))
+    steps: int = field(default=49, metadata=_option("integration steps (the paper: Euler on 50 time points)"))
+    sampler: str = field(default="euler", metadata=_option("ODE (euler, heun) or SDE sampler", SAMPLERS))
+    cfg: float = field(default=1.0, metadata=_option("classifier-free guidance scale (1: none)"))
+    cfg_interval: tuple[float, float] = field(
+        default=(0.0, 1.0), metadata=_option("apply guidance only for t in [T_MIN, T_MAX]", metavar=("T_MIN", "T_MAX")))
+    ag: float = field(default=1.0, metadata=_option("AutoGuidance scale (needs --guide-ckpt)"))
+    out: str = field(default="samples.npz", metadata=_option("ADM-style npz (arr_0: N x H x W x 3 uint8, labels)"))
+    grid: str | None = field(default="grid.png", metadata=_option("PNG grid of the first samples ('' for none)"))
+    grid_images: int = field(default=100, metadata=_option("samples in the grid"))
+    batch_size: int = field(default=64, metadata=_option("samples per batch (the images do not depend on it)"))
+    seed: int = field(default=0, metadata=_option("seed of the per-sample noise"))
+    bf16: bool = field(default=False, metadata=_option("bf16 autocast (fp32 for final numbers)"))
+    rae: str | None = field(default=None, metadata=_option("the RAE directory, instead of the one the model names"))
+    t_end: float = field(default=0.0, metadata=_option("the last time point (the official code stops at 1e-3)"))
 
 
 def sample_labels(num: int, classes: list[int], method: str, seed: int) -> Tensor:
@@ -75,11 +84,6 @@ def sample_generators(seed: int, indices: range, device: torch.device) -> list[t
 def rank_slice(num: int, ctx: DistContext) -> range:
     """The contiguous indices this rank samples."""
     return range(ctx.rank * num // ctx.world_size, (ctx.rank + 1) * num // ctx.world_size)
-
-
-def to_uint8(images: Tensor) -> np.ndarray:
-    """Images (B, 3, H, W) in [0, 1] -> (B, H, W, 3) uint8."""
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _check_classes(classes: list[int], num_classes: int) -> list[int]:
@@ -104,8 +108,8 @@ def generate(config: SampleConfig) -> Path | None:
         guide, guide_info = load_denoiser(config.guide_ckpt, ctx.device)
         if guide_info.latent_shape != info.latent_shape or (guide_info.encoder and info.encoder
                                                              and guide_info.encoder != info.encoder):
-            raise RaeditError(f"the guide {config.guide_ckpt} models latents {tuple(guide_info.latent_shape)} of "
-                              f"encoder {guide_info.encoder}, the model latents {tuple(info.latent_shape)} of "
+            raise RaeditError(f"the guide {config.guide_ckpt} models latents {guide_info.latent_shape} of "
+                              f"encoder {guide_info.encoder}, the model latents {info.latent_shape} of "
                               f"{info.encoder}: not the same latent space")
     classes = _check_classes(config.classes if config.classes is not None else list(range(info.num_classes)),
                              info.num_classes)
@@ -135,7 +139,7 @@ def generate(config: SampleConfig) -> Path | None:
         latents = sample(velocity, noise, config.sampler, config.steps, info.shift_alpha, config.t_end,
                          generator=generators)
         with torch.no_grad():
-            images.append(to_uint8(rae.decode(latents.float())))
+            images.append(to_uint8_hwc(rae.decode(latents.float())))
     elapsed = time.perf_counter() - started
     logger.info("rank %d: %d images in %.1f s (%.2f images/s)", ctx.rank, len(mine), elapsed,
                 len(mine) / max(elapsed, 1e-9))
@@ -143,17 +147,17 @@ def generate(config: SampleConfig) -> Path | None:
 
 
 def _load_rae_for(config: SampleConfig, info: DenoiserInfo, ctx: DistContext) -> RAE:
-    """The RAE of the model (or --rae), normalized with the statistics saved with the model."""
+    """The RAE the model names (or --rae), with the latent statistics it holds."""
     rae_dir = config.rae or info.rae
     if not rae_dir:
         raise RaeditError(f"{config.ckpt} names no RAE: give --rae <a saved RAE directory>")
     rae = RAE.from_pretrained(rae_dir)
-    if rae.latent_shape != tuple(info.latent_shape):
-        raise RaeditError(f"the model {config.ckpt} was trained on latents {tuple(info.latent_shape)}, but the RAE "
+    if rae.latent_shape != info.latent_shape:
+        raise RaeditError(f"the model {config.ckpt} was trained on latents {info.latent_shape}, but the RAE "
                           f"at {rae_dir} gives {rae.latent_shape}")
-    stats = load_denoiser_stats(config.ckpt)
-    if stats is not None:
-        rae.set_stats(*stats)
+    if not rae.normalized:
+        raise RaeditError(f"the RAE at {rae_dir} holds no latent statistics, so its latent space is not the "
+                          f"model's: store them with `raedit stats CONFIG rae={rae_dir}`")
     return rae.to(ctx.device).eval()
 
 
@@ -171,14 +175,14 @@ def _write(config: SampleConfig, ctx: DistContext, images: list[np.ndarray], lab
     parts = [out.with_name(f".{out.name}.part{rank:05d}.npy") for rank in range(ctx.world_size)]
     arrays = [np.load(path) for path in parts]
     everything = np.concatenate([array for array in arrays if len(array)])
-    np.savez(out, arr_0=everything, labels=labels.numpy())
+    with atomic_path(out) as temporary:
+        np.savez(temporary, arr_0=everything, labels=labels.numpy())
     for path in parts:
         path.unlink()
     if config.grid:
         count = min(config.grid_images, len(everything))
         columns = len(set(labels[:count].tolist())) if config.label_sampling == "equal" else None
-        grid_images = torch.from_numpy(everything[:count]).permute(0, 3, 1, 2).float() / 255
-        save_image_grid(grid_images, config.grid, nrow=columns)
+        save_image_grid(from_uint8_hwc(everything[:count]), config.grid, nrow=columns)
     barrier()
     logger.info("wrote %d samples to %s", len(everything), out)
     return out

