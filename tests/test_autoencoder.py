@@ -7,8 +7,8 @@ from safetensors.torch import save_file
 
 from raedit.autoencoder import RAE, AutoencoderConfig
 from raedit.core.errors import RaeditError
-from raedit.interop.official_decoder import DECODER_RENAMES
 from raedit.core.tokens import latents_to_tokens, tokens_to_latents
+from raedit.interop.official_decoder import DECODER_RENAMES
 from raedit.latent_stats import save_latent_stats
 
 

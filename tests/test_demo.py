@@ -1,17 +1,49 @@
+"""`raedit demo --quick` from an installed wheel, in a directory outside the checkout; `raedit benchmark`."""
+
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from raedit.cli import main
 
+CHECKOUT = Path(__file__).resolve().parents[1]
 
-def test_quick_demo_runs_every_stage_and_writes_its_outputs(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "FID" in printed and "total" in printed
+
+def install_wheel(tmp_path: Path) -> Path:
+    """Build raedit's wheel from a copy of the checkout and install it (without dependencies: the test's own
+    environment has them) into a folder of its own; returns that folder."""
+    source = tmp_path / "source"
+    shutil.copytree(CHECKOUT / "src", source / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(CHECKOUT / name, source / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(source)],
+                   check=True, capture_output=True)
+    [wheel] = (tmp_path / "dist").glob("raedit-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(tmp_path / "site"), str(wheel)], check=True,
+                   capture_output=True)
+    return tmp_path / "site"
+
+
+def test_quick_demo_runs_from_an_installed_wheel_outside_the_checkout(tmp_path):
+    site, elsewhere = install_wheel(tmp_path), tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    where = subprocess.run([sys.executable, "-c", "import raedit; print(raedit.__file__)"], cwd=elsewhere, env=env,
+                           capture_output=True, text=True, check=True)
+    assert Path(where.stdout.strip()).is_relative_to(site)  # the wheel's raedit, not the checkout's
+    done = subprocess.run([sys.executable, "-m", "raedit.cli", "demo", "--quick", "--out", "demo"], cwd=elsewhere,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "FID" in done.stdout and "total" in done.stdout
+    out = elsewhere / "demo"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["mode"] == "quick" and math.isfinite(metrics["fid"]) and metrics["fid"] > 0
     assert metrics["fid_samples"] == 60 and metrics["fid_reference"] == 60

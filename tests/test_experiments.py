@@ -10,9 +10,9 @@ from raedit.autoencoder import RAE, AutoencoderConfig
 from raedit.cli import main
 from raedit.core.errors import RaeditError
 from raedit.data import DataConfig
+from raedit.experiments.generation import GenerationSetup, check_inputs
 from raedit.jobs.cache_latents import CacheConfig, cache_latents
 from raedit.jobs.stats import latent_stats_from_cache
-from raedit.experiments.generation import GenerationSetup, check_inputs
 
 PIXEL_SPACE = AutoencoderConfig(encoder="pixels-p8", encoder_input_size=32, decoder_size="unpatchify",
                                 decoder_patch_size=8, noise_tau=0.0)

@@ -11,10 +11,10 @@ from raedit.core.config import load_config
 from raedit.core.errors import RaeditError
 from raedit.data.fashion_mnist import load_fashion_mnist, to_rgb
 from raedit.data.latent_cache import LatentCache
-from raedit.jobs.cache_latents import CacheConfig, cache_latents
 from raedit.decoder import PatchUnpatchify
 from raedit.diffusion.denoiser_io import load_denoiser
 from raedit.encoders import ENCODERS, build_encoder
+from raedit.jobs.cache_latents import CacheConfig, cache_latents
 from raedit.jobs.sample import SampleConfig, generate
 from raedit.jobs.stats import StatsConfig, compute_latent_stats
 from raedit.latent_stats import load_latent_stats

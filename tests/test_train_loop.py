@@ -223,3 +223,27 @@ def test_two_phases_start_in_turn_and_resume_bit_identical(tmp_path):
             assert torch.equal(a, b), phase_whole.name
     ema_whole, ema_resumed = whole.phases[0].ema.state_dict(), second.phases[0].ema.state_dict()
     assert all(torch.equal(ema_whole[k], ema_resumed[k]) for k in ema_whole)
+
+
+def test_a_training_step_reads_the_device_only_at_sync_points(tmp_path, monkeypatch):
+    """No host read (item, tolist, float(), bool(), ...) inside an optimizer step, and after it only at the log
+    steps (every 4 here), where losses are logged and the non-finite records read."""
+    loop = build_loop(tmp_path, toy_config(stop_after_steps=8, **{"logging.every_steps": 4}))
+    where: dict[str, str | None] = {"in": None}
+    reads: list[tuple[str | None, int]] = []
+    for method in ("_optimizer_step", "_after_step"):
+        def inside(*args, _run=getattr(loop, method), _method=method):
+            where["in"] = _method
+            try:
+                return _run(*args)
+            finally:
+                where["in"] = None
+        monkeypatch.setattr(loop, method, inside)
+    for name in ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__"):
+        def counting(self, *args, _original=getattr(torch.Tensor, name), **kwargs):
+            reads.append((where["in"], loop.progress.step))
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    loop.run()
+    assert [read for read in reads if read[0] == "_optimizer_step"] == []
+    assert {step for place, step in reads if place == "_after_step"} == {4, 8}

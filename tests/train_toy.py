@@ -14,7 +14,7 @@ from raedit.train.config import TrainLoopConfig
 from raedit.train.ema import EMA
 from raedit.train.loop import Phase, StepContext, TrainLoop, steps_per_epoch
 from raedit.train.optim import build_adamw
-from raedit.train.parallel import wrap_model
+from raedit.train.parallel import shard_like, wrap_model
 from raedit.train.run_dir import RunDir
 from raedit.train.schedules import build_schedule
 
@@ -77,15 +77,18 @@ def build_loop(
     seen: list | None = None,
     loss_fn=None,
     model_seed: int = 0,
+    ema_in_module: bool = False,
 ) -> TrainLoop:
-    """One-phase loop ("model", with AdamW, schedule and EMA) over ToyData."""
+    """One-phase loop ("model", with AdamW, schedule and EMA) over ToyData; with `ema_in_module` the EMA holds its
+    averages in a twin of the model (sharded like it)."""
     ctx = ctx or DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     dataset = dataset if dataset is not None else ToyData()
     model = wrap_model(toy_model(seed=model_seed, dropout=dropout), ctx, strategy=config.distributed.strategy)
     optimizer = build_adamw(model.parameters(), config.optim)
     steps = steps_per_epoch(len(dataset), config, ctx.world_size)
     schedule = build_schedule(optimizer, config.schedule, steps, config.epochs)
-    ema = EMA(model, config.ema.decay)
+    average = shard_like(toy_model(dropout=dropout), model, ctx) if ema_in_module else None
+    ema = EMA(model, config.ema.decay, average)
     run_dir = RunDir(run_root)
     if ctx.is_main:
         run_dir.create("toy: true\n")

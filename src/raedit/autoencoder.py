@@ -197,8 +197,8 @@ class RAE(nn.Module):
         if decoder_state is not None:
             weights.update({f"decoder.{key}": value for key, value in decoder_state.items()})
         save_tensors(directory / WEIGHTS_FILE, weights)
-        write_json(directory / CONFIG_FILE, {**asdict(self.config), "stats": None, "latent_shape": list(self.latent_shape),
-                                             "normalized": self.normalized})
+        write_json(directory / CONFIG_FILE, {**asdict(self.config), "stats": None,
+                                             "latent_shape": list(self.latent_shape), "normalized": self.normalized})
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, encoder: Encoder | None = None, **overrides) -> "RAE":
@@ -241,7 +241,8 @@ def saved_latent_stats(directory: str | Path) -> tuple[torch.Tensor, torch.Tenso
     return weights["latent_mean"], weights["latent_var"]
 
 
-def store_latent_stats(directory: str | Path, mean: torch.Tensor, var: torch.Tensor, encoder: str | None = None) -> None:
+def store_latent_stats(directory: str | Path, mean: torch.Tensor, var: torch.Tensor,
+                       encoder: str | None = None) -> None:
     """Make `mean` and `var` (C x h x w) the latent statistics of the RAE saved in `directory`, replacing any it
     had; its encoder is not loaded. `encoder`: the encoder they were computed with, checked against the RAE's."""
     config_path, weights_path = saved_rae_files(directory)

@@ -1,7 +1,9 @@
 """The `raedit` command: one entry point, one module per group of subcommands.
 
 Each module in `COMMAND_MODULES` has `register(subparsers)`, which adds its subcommands and sets
-`func(args) -> int | None` on each. The command line only parses, calls the library and prints.
+`func(args) -> int | None` on each. The command line only parses, calls the library and prints. Each command
+imports the job it runs inside its `func`, so `raedit X` loads only what X needs (importing every job takes about
+1.5 s more on a 2-core machine).
 """
 
 from __future__ import annotations

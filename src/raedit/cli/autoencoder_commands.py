@@ -58,7 +58,8 @@ def run_stats(args: argparse.Namespace) -> None:
     config = load_config(StatsConfig, args.config, args.overrides)
     moments = compute_latent_stats(config)
     places = [f"to {config.out}"] * (config.out is not None) + [f"into the RAE {config.rae}"] * (config.rae is not None)
-    print(f"wrote latent statistics of {moments.count} images, shape {tuple(moments.mean.shape)}, {' and '.join(places)}")
+    print(f"wrote latent statistics of {moments.count} images, shape {tuple(moments.mean.shape)}, "
+          f"{' and '.join(places)}")
 
 
 def run_reconstruct(args: argparse.Namespace) -> None:

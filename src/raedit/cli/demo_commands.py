@@ -35,7 +35,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
     rows = summary_rows(metrics)
     print_summary(metrics, args.out)
     results = Path(args.results)
-    summary = ("The CPU benchmark recipe (`raedit benchmark`, plan BENCHMARK in src/raedit/demo.py): the demo "
+    summary = ("The CPU benchmark recipe (`raedit benchmark`, plan BENCHMARK in src/raedit/jobs/demo.py): the demo "
                "recipes on the whole 12,000-image training subset, EfficientNet-Lite0 latents, S decoder and "
                f"a small DiT^DH. **Generation FID {metrics['fid']:.2f}** ({metrics['fid_samples']} class-balanced "
                f"samples against the first {metrics['fid_reference']} Fashion-MNIST test images), total wall "

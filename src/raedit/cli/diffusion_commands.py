@@ -1,4 +1,5 @@
-"""`raedit train`, `raedit cache-latents`, `raedit sample`: stage 2 from YAML recipes, and sampling."""
+"""`raedit train`, `raedit cache-latents`, `raedit sample`, `raedit convert-run`: stage 2 from YAML recipes,
+sampling, and run directories of earlier versions."""
 
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sample = subparsers.add_parser("sample", help="class-conditional samples from a trained denoiser")
     add_options(sample, SampleConfig)
     sample.set_defaults(func=run_sample)
+
+    convert = subparsers.add_parser("convert-run", help="bring a stage-2 run directory of raedit 0.1 up to date")
+    convert.add_argument("run_dir", help="the run directory (holding config.yaml, model/, checkpoints/)")
+    convert.set_defaults(func=run_convert_run)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -52,4 +57,13 @@ def run_sample(args: argparse.Namespace) -> int:
     written = generate(config)
     if written is not None:
         print(f"samples: {written}" + (f", grid: {config.grid}" if config.grid else ""))
+    return 0
+
+
+def run_convert_run(args: argparse.Namespace) -> int:
+    from raedit.jobs.convert_run import convert_run
+
+    info = convert_run(args.run_dir)
+    print(f"converted {args.run_dir}: its model describes itself; its RAE, which holds the latent statistics, "
+          f"is {info.rae}")
     return 0

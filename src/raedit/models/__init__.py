@@ -44,7 +44,8 @@ def model_config(name: str, latent_shape: tuple[int, int, int], **overrides: Any
     fields = {field.name for field in dataclasses.fields(config_class)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise RaeditError(f"bad arguments for model {name!r}: {', '.join(unknown)} (known: {', '.join(sorted(fields))})")
+        raise RaeditError(f"bad arguments for model {name!r}: {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(fields))})")
     return config_class(latent_shape=latent_shape, **{"depth": depth, "width": width, "num_heads": num_heads,
                                                       **overrides})
 
