@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -13,7 +14,8 @@ from raedit.autoencoder import RAE
 from raedit.cli import main
 from raedit.core.config import load_config
 from raedit.core.errors import RaeditError
-from raedit.diffusion.denoiser_io import load_denoiser
+from raedit.diffusion.denoiser_io import DenoiserInfo, load_denoiser, save_denoiser
+from raedit.jobs.sample import SampleConfig, generate
 from raedit.latent_stats import save_latent_stats
 from raedit.models import build_model, model_config
 from raedit.train.checkpoint import checkpoint_problem
@@ -81,6 +83,16 @@ def test_an_old_run_is_a_one_line_error_until_converted(tmp_path, stats, capsys)
     assert checkpoint_problem(checkpoint) is None and load_denoiser(checkpoint)[1] == info
     # The run's config loads and names the RAE with the statistics.
     assert load_config(Stage2Config, run / "config.yaml").rae == str(run / "rae")
+    # It samples what a run saved in the current layout, with the same weights and statistics, samples.
+    current = save_denoiser(tmp_path / "current", saved, DenoiserInfo(info.model, info.shift_alpha,
+                                                                      str(make_rae_dir(tmp_path / "rae2", stats)),
+                                                                      "effnet-lite0"))
+    outputs = []
+    for checkpoint_dir in (run, current):
+        out = tmp_path / f"{checkpoint_dir.name}.npz"
+        generate(SampleConfig(ckpt=str(checkpoint_dir), num=4, steps=3, out=str(out), grid=None))
+        outputs.append(np.load(out)["arr_0"])
+    assert np.array_equal(*outputs) and outputs[0].std() > 0
 
 
 def test_a_run_whose_rae_holds_its_statistics_keeps_that_rae(tmp_path, stats):

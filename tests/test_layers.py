@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("command line", ("raedit.cli",)),
 ]
 # Sampling and evaluation never depend on training, not even through other modules.
-NEVER_REACH_TRAINING = ("raedit.jobs.sample", "raedit.eval")
+NEVER_REACH_TRAINING = ("raedit.jobs.sample", "raedit.jobs.eval_recon", "raedit.eval")
 
 PACKAGE_ROOT = Path(raedit.__file__).parent
 

@@ -108,3 +108,27 @@ def test_two_ranks_hold_identical_decoder_and_discriminator_weights(tmp_path):
         assert torch.equal(rank0[key], rank1[key]), key
     # 2 steps of 8 per rank (32 images / 2 ranks / 8); one checkpoint folder, written by rank 0
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-00000002"]
+
+
+def test_fsdp_run_previews_scores_and_exports_its_sharded_ema_decoder(tmp_path):
+    """Two processes with FSDP2 on the decoder: the EMA decoder is sharded like it, every rank reconstructs the
+    previews and the held-out images, and the exported RAE holds the gathered EMA weights."""
+    script = tmp_path / "job.py"
+    overrides = [*TINY, "data.limit=32", "train.epochs=1", "train.distributed.strategy=fsdp",
+                 "train.logging.image_every_steps=1", "train.ema.decay=0.5", f"run_dir={tmp_path / 'run'}"]
+    script.write_text(textwrap.dedent(f"""
+        import os
+        from raedit.core.config import load_config
+        from raedit.train.stage1 import Stage1Config, train_decoder
+        train_decoder(load_config(Stage1Config, overrides={overrides!r}))
+        os._exit(0)  # gloo can abort at interpreter exit after all work is done
+    """))
+    result = run_torchrun(script)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    assert sorted(p.name for p in (run / "images").iterdir()) == ["reconstruction-step00000001.png",
+                                                                  "reconstruction-step00000002.png"]
+    ema = load_file(str(run / "checkpoints" / "step-00000002" / "ema-decoder.safetensors"))
+    exported = RAE.from_pretrained(run / "rae").decoder.state_dict()
+    assert all(torch.equal(value, ema[key]) for key, value in exported.items())
+    assert json.loads((run / "recon_metrics.json").read_text())["images"] == 8

@@ -1,10 +1,12 @@
 import math
+import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from stage2_helpers import TINY_MODEL, make_rae_dir, make_setup
+from torchrun import run_torchrun
 
 from raedit.autoencoder import RAE
 from raedit.cli import main
@@ -121,6 +123,50 @@ def test_training_on_images_runs_and_records_its_preview_grids(setup, tmp_path):
     assert train_diffusion(config).progress.step == 2
     grids = sorted(p.name for p in (tmp_path / "run" / "images").iterdir())
     assert grids == ["samples-step00000001.png", "samples-step00000002.png"]
+
+
+@pytest.mark.parametrize("ema", ["true", "false"])
+def test_previews_leave_training_unchanged_and_the_export_holds_the_ema_or_live_weights(setup, tmp_path, ema):
+    settings = ("train.epochs=1", f"train.ema.enabled={ema}", "train.ema.decay=0.5", "preview.steps=2")
+    plain = load_stage2_config(None, overrides(setup, tmp_path / "plain", *settings))
+    previewed = load_stage2_config(None, overrides(setup, tmp_path / "previewed", *settings, "preview.images=2",
+                                                   "train.logging.image_every_steps=1"))
+    train_diffusion(plain)
+    train_diffusion(previewed)
+    assert len(list((tmp_path / "previewed" / "images").iterdir())) == 2
+    exports = [load_file(str(tmp_path / run / "model" / "model.safetensors")) for run in ("plain", "previewed")]
+    assert all(torch.equal(exports[0][key], exports[1][key]) for key in exports[0])  # sampling drew no randomness
+    checkpoint = tmp_path / "plain" / "checkpoints" / "step-00000002"
+    kept = load_file(str(checkpoint / ("ema-denoiser.safetensors" if ema == "true" else "model-denoiser.safetensors")))
+    assert all(torch.equal(kept[key], exports[0][key]) for key in kept)
+    assert (checkpoint / "ema-denoiser.safetensors").is_file() == (ema == "true")
+    model, _ = load_denoiser(checkpoint)  # a checkpoint loads either way
+    assert all(torch.equal(value, kept[key]) for key, value in model.state_dict().items())
+
+
+def test_fsdp_run_previews_and_exports_its_sharded_ema(setup, tmp_path):
+    """Two processes with FSDP2: the EMA twin is sharded like the model, every rank samples the previews, the
+    export gathers the EMA weights."""
+    script = tmp_path / "job.py"
+    settings = overrides(setup, tmp_path / "run", "train.epochs=1", "train.micro_batch_size=8",
+                         "train.distributed.strategy=fsdp", "preview.images=2", "preview.steps=2",
+                         "train.logging.image_every_steps=1")
+    script.write_text(textwrap.dedent(f"""
+        import os
+        from raedit.core.config import load_config
+        from raedit.train.stage2 import Stage2Config, train_diffusion
+        train_diffusion(load_config(Stage2Config, overrides={settings!r}))
+        os._exit(0)  # gloo can abort at interpreter exit after all work is done
+    """))
+    result = run_torchrun(script)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    assert sorted(p.name for p in (run / "images").iterdir()) == ["samples-step00000001.png",
+                                                                  "samples-step00000002.png"]
+    ema = load_file(str(run / "checkpoints" / "step-00000002" / "ema-denoiser.safetensors"))
+    model, info = load_denoiser(run)
+    assert info.latent_shape == (112, 2, 2)
+    assert all(torch.equal(value, ema[key]) for key, value in model.state_dict().items())
 
 
 def test_shift_is_derived_from_the_latent_shape_unless_overridden():

@@ -3,7 +3,8 @@
 Each module in `COMMAND_MODULES` has `register(subparsers)`, which adds its subcommands and sets
 `func(args) -> int | None` on each. The command line only parses, calls the library and prints. Each command
 imports the job it runs inside its `func`, so `raedit X` loads only what X needs (importing every job takes about
-1.5 s more on a 2-core machine).
+1.5 s more on a 2-core machine); the one exception is `raedit sample`, whose options are made from `SampleConfig`
+when the parser is built.
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
+
+from raedit.core.files import write_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,8 +63,7 @@ def _print_table(rows: dict) -> None:
 
 def _write_json(path: str | None, payload: dict) -> None:
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(payload, indent=2) + "\n")
+        write_json(path, payload)
 
 
 def run_eval(args: argparse.Namespace) -> None:

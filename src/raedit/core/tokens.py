@@ -1,6 +1,6 @@
-"""The token layout of latents (DESIGN.md): (B, C, h, w) at module boundaries, (B, N, C) inside transformers,
-with N = h * w tokens in row-major order (token index = row * w + column). Encoders emit tokens in this order,
-the decoder and the denoisers read it."""
+"""The token layout of latents, raedit's convention: (B, C, h, w) at module boundaries, (B, N, C) inside
+transformers, with N = h * w tokens in row-major order (token index = row * w + column). Encoders emit tokens in
+this order, the decoder and the denoisers read it."""
 
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ import torch
 
 from raedit.autoencoder import RAE, saved_latent_stats, store_latent_stats
 from raedit.core.config import load_config
+from raedit.core.files import atomic_path
 from raedit.core.images import to_uint8_hwc
 from raedit.experiments.generation import (
     GenerationSetup,
@@ -56,7 +57,8 @@ def reconstructions_npz(rae_dir: Path, data: str, count: int, path: Path) -> Pat
     with torch.no_grad():
         for batch in validation_batches(data, rae.image_size[0], count, 100):
             images.append(to_uint8_hwc(rae.decode(rae.encode(batch))))
-    np.savez(path, arr_0=np.concatenate(images))
+    with atomic_path(path) as temporary:
+        np.savez(temporary, arr_0=np.concatenate(images))
     return path
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch.nn.functional as F
 
 from raedit.autoencoder import RAE, AutoencoderConfig
+from raedit.core.files import atomic_path
 from raedit.core.images import from_uint8_hwc, to_uint8_hwc
 from raedit.data import DataConfig
 from raedit.data.latent_cache import LatentCache
@@ -77,7 +78,8 @@ def resized_npz(samples: Path, resolution: int) -> Path:
     pixels = F.interpolate(pixels, size=(resolution, resolution), mode="bilinear", align_corners=False,
                            antialias=resolution < pixels.shape[-1])
     path = samples.with_name(f"{samples.stem}-{resolution}px.npz")
-    np.savez(path, arr_0=to_uint8_hwc(pixels), labels=labels)
+    with atomic_path(path) as temporary:
+        np.savez(temporary, arr_0=to_uint8_hwc(pixels), labels=labels)
     return path
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+from raedit.core.files import write_json, write_text
 
 
 def command_line() -> str:
@@ -27,10 +28,9 @@ def write_results(out: Path, name: str, title: str, summary: str, columns: list[
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "wall_minutes": round((time.time() - started) / 60, 1), "columns": columns, "rows": rows, **(extra or {}),
     }
-    json_path = out / f"{name}.json"
-    json_path.write_text(json.dumps(record, indent=2) + "\n")
-    md_path = out / f"{name}.md"
-    md_path.write_text(render_markdown(record))
+    json_path, md_path = out / f"{name}.json", out / f"{name}.md"
+    write_json(json_path, record)
+    write_text(md_path, render_markdown(record))
     return json_path, md_path
 
 

@@ -6,10 +6,11 @@ description into training checkpoints (loading one parsed the run's config.yaml)
 statistics and the export and every checkpoint carry a `model_config.json` (`raedit.diffusion.denoiser_io`).
 
 The conversion reads the run's config.yaml once, here, and writes:
-- the model description into `model/` and into every checkpoint (whose manifest lists it);
 - when the statistics the model was trained with are not its RAE's own: `RUN_DIR/rae/`, a copy of the RAE that
   holds them, which the description, and the run's config.yaml, then name;
-and removes `model/latent_stats.safetensors`. A converted run samples exactly as before.
+- the model description into every complete checkpoint (whose manifest then lists it) and into `model/`;
+and at last removes `model/latent_stats.safetensors`, so a conversion that was cut short can simply be run again.
+A converted run samples exactly the images it sampled before.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from raedit.core.errors import RaeditError
 from raedit.core.files import read_json, read_state_dict, write_json, write_text
 from raedit.diffusion.denoiser_io import CONFIG_FILE, EXPORT_DIR, DenoiserInfo
 from raedit.latent_stats import load_latent_stats
+from raedit.train.checkpoint import checkpoint_problem
 from raedit.train.stage2 import FlowConfig, ModelConfig, resolve_shift
 
 logger = logging.getLogger(__name__)
@@ -49,14 +51,18 @@ def convert_run(run_dir: str | Path) -> DenoiserInfo:
     info = DenoiserInfo(ModelConfig(**config["model"]).architecture(latent_shape),
                         resolve_shift(FlowConfig(**config["flow"]), latent_shape), str(rae),
                         read_json(rae / RAE_CONFIG_FILE, "RAE config")["encoder"])
+    for checkpoint in sorted((run_dir / "checkpoints").glob("step-*")):
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            _describe_checkpoint(checkpoint, info)
+        else:
+            logger.warning("left checkpoint %s as it is: %s", checkpoint, problem)
     export = run_dir / EXPORT_DIR
     if export.is_dir():
         write_text(export / CONFIG_FILE, info.to_json())
-        (export / OLD_STATS_FILE).unlink(missing_ok=True)
-    for checkpoint in sorted((run_dir / "checkpoints").glob("step-*")):
-        _describe_checkpoint(checkpoint, info)
     write_text(config_path, OmegaConf.to_yaml({key: value for key, value in {**config, "rae": str(rae)}.items()
                                                if key != "stats"}))
+    (export / OLD_STATS_FILE).unlink(missing_ok=True)
     logger.info("converted %s: the model's RAE is %s", run_dir, rae)
     return info
 

@@ -87,7 +87,7 @@ class Phase:
     `model` is the module as wrapped by `wrap_model` (its gradients are what get synchronized); `batch` is a
     micro-batch already on the device. The loss must be the mean over the micro-batch: the loop divides it by
     the number of micro-batches, so accumulated gradients equal those of one large batch. A phase may call
-    another phase's model; through `distributed.unwrap_model(...)` that call skips DDP's gradient hooks, and
+    another phase's model; through `parallel.unwrap_model(...)` that call skips DDP's gradient hooks, and
     the gradients it leaves on that model are cleared before that model's own phase.
     """
 
@@ -154,7 +154,7 @@ class _Running:
         on_device = [key for key, value in self.sums.items() if isinstance(value, Tensor)]
         sums = {key: float(value) for key, value in self.sums.items() if key not in on_device}
         if on_device:  # one transfer for all of them
-            sums.update(zip(on_device, torch.stack([self.sums[key].float() for key in on_device]).tolist()))
+            sums.update(zip(on_device, torch.stack([self.sums[key] for key in on_device]).tolist()))
         means = {key: sums[key] / self.counts[key] for key in self.sums}
         steps_per_second = self.steps / max(time.perf_counter() - self.started, 1e-9)
         means["speed/steps_per_s"] = steps_per_second
@@ -318,7 +318,7 @@ class TrainLoop:
     def run(self, resume: bool = False) -> LoopResult:
         """Train until the last epoch, `stop_after_steps`, a signal, or a non-finite loss (raised)."""
         configure_matmul_precision(self.config.precision.tf32)
-        self._signal = None
+        self._signal, self._stop_agreed = None, False
         if resume:
             self.resume()
         self._device_step.fill_(self.progress.step)
@@ -380,7 +380,7 @@ class TrainLoop:
             if epoch < phase.start_epoch:
                 continue
             phase.optimizer.zero_grad(set_to_none=True)
-            loss_sum = torch.zeros((), device=self.ctx.device)
+            loss_sum = torch.zeros((), dtype=torch.float64, device=self.ctx.device)
             part_sums: dict[str, Tensor | float] = {}
             for index, batch in enumerate(micro_batches):
                 step_ctx = StepContext(self.progress.step, epoch, index, num_micro, phase.name)
@@ -388,9 +388,9 @@ class TrainLoop:
                     with autocast_context(self.ctx.device, self.config.precision.autocast):
                         loss, parts = phase.loss_fn(batch, step_ctx)
                     (loss / num_micro).backward()
-                loss_sum += loss.detach().float()
+                loss_sum += loss.detach().double()
                 for key, value in parts.items():
-                    value = value.detach().float() if isinstance(value, Tensor) else float(value)
+                    value = value.detach().double() if isinstance(value, Tensor) else float(value)
                     part_sums[key] = part_sums.get(key, 0.0) + value
             params = [p for group in phase.optimizer.param_groups for p in group["params"]]
             grad_norm = clip_gradients(params, phase.grad_clip)
@@ -402,7 +402,7 @@ class TrainLoop:
             if phase.ema is not None:
                 phase.ema.update(phase.model)
             logged[f"{phase.name}/loss"] = loss_mean
-            logged[f"{phase.name}/grad_norm"] = grad_norm
+            logged[f"{phase.name}/grad_norm"] = grad_norm.double()
             logged.update({f"{phase.name}/{k}": v / num_micro for k, v in part_sums.items()})
         for phase in self.phases:
             if phase.scheduler is not None:

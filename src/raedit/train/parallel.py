@@ -25,8 +25,9 @@ def wrap_model(
     """Move `model` to the device and wrap it for data parallelism when there are several processes.
 
     "ddp": DistributedDataParallel (rank 0's weights are broadcast at construction, gradients averaged).
-    "fsdp": FSDP2 `fully_shard` on every direct child with trainable parameters, then on the root (parameters
-    become DTensor shards; gradients are reduce-scattered and averaged).
+    "fsdp": FSDP2 `fully_shard` on every direct child with trainable parameters (on each block of a ModuleList:
+    one unit per transformer block), then on the root (parameters become DTensor shards; gradients are
+    reduce-scattered and averaged).
     """
     if strategy not in STRATEGIES:
         raise RaeditError(f"unknown distributed strategy '{strategy}'; choose one of {', '.join(STRATEGIES)}")
@@ -41,8 +42,7 @@ def wrap_model(
     # FSDP2 does not broadcast at construction: start every rank from rank 0's weights first.
     for tensor in list(model.parameters()) + list(model.buffers()):
         dist.broadcast(tensor.data, src=0)
-    children = [name for name, child in model.named_children() if any(p.requires_grad for p in child.parameters())]
-    return _fully_shard(model, children)
+    return _fully_shard(model, _shard_units(model))
 
 
 def shard_like(twin: nn.Module, model: nn.Module, ctx: DistContext) -> nn.Module:
@@ -52,11 +52,25 @@ def shard_like(twin: nn.Module, model: nn.Module, ctx: DistContext) -> nn.Module
     model = unwrap_model(model)
     if not isinstance(model, FSDPModule):
         return twin
-    return _fully_shard(twin, [name for name, child in model.named_children() if isinstance(child, FSDPModule)])
+    units = [name for name, module in model.named_modules() if name and isinstance(module, FSDPModule)]
+    return _fully_shard(twin, units)
 
 
-def _fully_shard(model: nn.Module, children: list[str]) -> nn.Module:
-    for name in children:
+def _shard_units(model: nn.Module) -> list[str]:
+    """The submodules FSDP2 shards on their own: each direct child with trainable parameters, or, for a container
+    (ModuleList: transformer blocks), each of its members with trainable parameters."""
+    units = []
+    for name, child in model.named_children():
+        containers = (nn.ModuleList, nn.ModuleDict)
+        members = [(f"{name}.{n}", c) for n, c in child.named_children()] if isinstance(child, containers) else [
+            (name, child)]
+        units += [member for member, module in members if any(p.requires_grad for p in module.parameters())]
+    return units
+
+
+def _fully_shard(model: nn.Module, units: list[str]) -> nn.Module:
+    """`fully_shard` on each named submodule of `model`, then on `model` itself."""
+    for name in units:
         fully_shard(model.get_submodule(name))
     fully_shard(model)
     return model

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from raedit.core.files import write_text
+
 
 class RunDir:
     """Paths of one run: `root/config.yaml`, `root/checkpoints/`, `root/logs/`, `root/images/`."""
@@ -31,7 +33,7 @@ class RunDir:
         """Make the folders and write the resolved config (call on rank 0)."""
         for folder in (self.checkpoints, self.logs, self.images):
             folder.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(config_yaml)
+        write_text(self.config_path, config_yaml)
 
     def image_path(self, tag: str, step: int) -> Path:
         return self.images / f"{tag}-step{step:08d}.png"

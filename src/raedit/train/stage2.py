@@ -161,12 +161,12 @@ class DiffusionTraining:
         self.time_distribution = TimeDistribution(flow.time_distribution, flow.mu, flow.sigma, flow.t_max)
         self.architecture = config.model.architecture(self.latent_shape)
         strategy = config.train.distributed
-        # The module that holds the EMA weights (what previews sample from and the export saves) is drawn
-        # first, the trained model second: a seed gives the same initial weights as in earlier raedit runs.
-        average = build_model(self.architecture).eval() if config.train.ema.enabled else None
+        # The eval twin (it holds the EMA weights that previews sample from and the export saves) is drawn first,
+        # the trained model second: a seed gives the same initial weights as in earlier raedit runs.
+        eval_model = build_model(self.architecture).eval()
         self.model = wrap_model(build_model(self.architecture), ctx, strategy.strategy,
                                 strategy.find_unused_parameters)
-        self.average = shard_like(average, self.model, ctx) if average is not None else None
+        self.eval_model = shard_like(eval_model, self.model, ctx)
         logger.info("denoiser %s: %.1fM parameters, latents %s, shift alpha %.4f (%s)", config.model.name,
                     sum(p.numel() for p in unwrap_model(self.model).parameters()) / 1e6, self.latent_shape,
                     self.alpha, flow.shift)
@@ -209,7 +209,7 @@ class DiffusionTraining:
         optimizer = build_adamw([p for p in self.model.parameters() if p.requires_grad], train.optim)
         return Phase(PHASE_NAME, self.model, optimizer, self.loss,
                      build_schedule(optimizer, train.schedule, per_epoch, train.epochs),
-                     EMA(self.model, train.ema.decay, self.average) if self.average is not None else None,
+                     EMA(self.model, train.ema.decay, self.eval_model) if train.ema.enabled else None,
                      train.optim.grad_clip)
 
     def loss(self, batch: Any, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
@@ -217,21 +217,23 @@ class DiffusionTraining:
         latents, labels = self.latents_of(batch), batch[1]
         return flow_matching_loss(self.model, latents, labels, self.time_distribution, self.alpha), {}
 
-    @property
-    def sampling_model(self) -> nn.Module:
-        """The model to sample from: the EMA weights (the live ones when the run keeps no EMA)."""
-        return self.average if self.average is not None else unwrap_model(self.model)
+    @torch.no_grad()
+    def sampling_model(self, ema: EMA | None) -> nn.Module:
+        """`eval_model`, which holds the EMA weights (given a copy of the live ones when the run keeps no EMA)."""
+        if ema is None:
+            self.eval_model.load_state_dict(unwrap_model(self.model).state_dict())
+        return self.eval_model
 
     def final_weights(self, ema: EMA | None) -> dict[str, Tensor]:
-        """The full weights of `sampling_model`, gathered when sharded (call on every rank)."""
+        """The full weights to export, gathered when sharded (call on every rank)."""
         return ema.state_dict() if ema is not None else full_state_dict(self.model)
 
     @torch.no_grad()
-    def preview(self) -> dict[str, Tensor]:
+    def preview(self, ema: EMA | None) -> dict[str, Tensor]:
         """A grid of EMA samples, classes 0, 1, ... in turn, decoded by the RAE: {"samples": (B, 3, H, W)}. Every
         rank samples (a sharded model needs them all); rank 0 saves the grid."""
         settings = self.config.preview
-        model = self.sampling_model
+        model = self.sampling_model(ema)
         labels = torch.arange(settings.images, device=self.ctx.device) % self.config.model.num_classes
         generator = torch.Generator().manual_seed(settings.seed)
         noise = torch.randn((settings.images, *self.latent_shape), generator=generator).to(self.ctx.device)
@@ -251,7 +253,7 @@ def train_diffusion(config: Stage2Config, resume: bool = False) -> LoopResult:
     phase = training.phase(len(training.dataset))
     loop = TrainLoop(config.train, ctx, [phase], training.dataset, run_dir, config_yaml,
                      extra_files={CONFIG_FILE: training.description.to_json()}, collate_fn=training.collate_fn,
-                     images_fn=training.preview if config.preview.images > 0 else None)
+                     images_fn=(lambda: training.preview(phase.ema)) if config.preview.images > 0 else None)
     result = loop.run(resume=resume)
     weights = training.final_weights(phase.ema)
     if ctx.is_main:
