@@ -1,3 +1,4 @@
+import argparse
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -10,6 +11,7 @@ from stage2_helpers import make_rae_dir
 from torchrun import run_torchrun
 
 from raedit.cli import main
+from raedit.cli.dataclass_options import add_options, from_options
 from raedit.core.errors import RaeditError
 from raedit.diffusion.denoiser_io import DenoiserInfo, save_denoiser
 from raedit.jobs.sample import SampleConfig, generate, sample_labels
@@ -140,3 +142,16 @@ def test_sample_command(models, tmp_path, capsys):
     assert main(["sample", "--ckpt", str(models["main"]), "--classes", "12", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown class ids [12]" in err[0]
+
+
+def test_every_sample_setting_is_an_option_with_the_configs_default():
+    parser = argparse.ArgumentParser()
+    add_options(parser, SampleConfig)
+    assert from_options(SampleConfig, parser.parse_args(["--ckpt", "x"])) == SampleConfig(ckpt="x")
+    given = parser.parse_args(["--ckpt", "x", "--grid", "", "--cfg-interval", "0.1", "0.7", "--bf16", "--t-end",
+                               "0.001", "--classes", "1", "4", "--sampler", "heun", "--grid-images", "9"])
+    assert from_options(SampleConfig, given) == SampleConfig(ckpt="x", grid=None, cfg_interval=(0.1, 0.7), bf16=True,
+                                                             t_end=0.001, classes=[1, 4], sampler="heun",
+                                                             grid_images=9)
+    with pytest.raises(SystemExit):  # argparse refuses a sampler the library does not have
+        parser.parse_args(["--ckpt", "x", "--sampler", "dpm"])

@@ -195,7 +195,7 @@ def test_bad_inputs_are_one_line_errors(setup, tmp_path):
     with pytest.raises(RaeditError, match=r"the latent cache .* holds latents \(112, 2, 2\) of encoder "
                                           r"'effnet-lite0', the RAE gives \(112, 4, 4\)"):
         DiffusionTraining(mismatched, ctx)
-    with pytest.raises(RaeditError, match="unknown config key 'stats'"):  # the RAE is the one owner of its stats
+    with pytest.raises(RaeditError, match=r"config key 'stats' .* is gone: the RAE holds its latent statistics"):
         load_stage2_config(None, overrides(setup, tmp_path, "stats=x.safetensors"))
 
 

@@ -36,7 +36,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
             options["required"] = True
         else:
             options["default"] = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-            if options["help"] is not None and kind is not bool:
+            if options["help"] is not None and kind is not bool and options["default"] is not None:
                 options["help"] += " (default: %(default)s)"
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction

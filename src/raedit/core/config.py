@@ -55,7 +55,8 @@ def _resolved_field_types(cls: type) -> type:
 
 
 def check_keys(cls: type, given: dict, source: str) -> None:
-    """Raise a `RaeditError` for the first key of `given` that `cls` does not have."""
+    """Raise a `RaeditError` for the first key of `given` that `cls` does not have; for a key an earlier raedit
+    had, what `cls.RETIRED_KEYS` says to do instead."""
     valid = _valid_keys(_resolved_field_types(cls))
     valid_set = set(valid)
     for key in _given_keys(given):
@@ -64,6 +65,8 @@ def check_keys(cls: type, given: dict, source: str) -> None:
             continue
         if parent is not None and parent not in valid_set:
             continue  # reported for the parent already
+        if key in getattr(cls, "RETIRED_KEYS", {}):
+            raise RaeditError(f"config key '{key}' in {source} is gone: {cls.RETIRED_KEYS[key]}")
         close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise RaeditError(f"unknown config key '{key}' in {source}{hint}")

@@ -48,7 +48,7 @@ class SampleConfig:
         default=None, metadata=_option("AutoGuidance guide: a smaller or earlier model of the same latents"))
     label_sampling: str = field(default="equal", metadata=_option(
         "equal: classes in turn (N / classes each, the paper's protocol); random: uniform draws", LABEL_SAMPLING))
-    classes: list[int] | None = field(default=None, metadata=_option("class ids to sample (default: all)"))
+    classes: list[int] | None = field(default=None, metadata=_option("class ids to sample (none given: all)"))
     steps: int = field(default=49, metadata=_option("integration steps (the paper: Euler on 50 time points)"))
     sampler: str = field(default="euler", metadata=_option("ODE (euler, heun) or SDE sampler", SAMPLERS))
     cfg: float = field(default=1.0, metadata=_option("classifier-free guidance scale (1: none)"))

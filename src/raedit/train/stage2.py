@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -106,6 +106,9 @@ def _stage2_loop_defaults() -> TrainLoopConfig:
 @dataclass
 class Stage2Config:
     """`raedit train`: the autoencoder's latent space, the data, the denoiser, the flow and the loop."""
+
+    RETIRED_KEYS: ClassVar[dict[str, str]] = {
+        "stats": "the RAE holds its latent statistics; store them in it with `raedit stats CONFIG rae=DIR`"}
 
     rae: str | None = None  # a saved RAE directory with latent statistics (`raedit stats ... rae=DIR`)
     latents: str | None = None  # a finished latent cache; None: encode `data` on the fly
