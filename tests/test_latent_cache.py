@@ -1,12 +1,11 @@
 import json
 import os
-import textwrap
 
 import pytest
 import torch
 from safetensors import safe_open
 from stage2_helpers import cache_config
-from torchrun import run_torchrun
+from torchrun import run_torchrun_code
 
 from raedit.cli import main
 from raedit.core.errors import RaeditError
@@ -72,17 +71,13 @@ def test_hflip_doubles_the_cache_with_mirrored_latents(tmp_path, direct_latents)
 
 
 def test_two_ranks_write_the_same_cache_as_one(tmp_path):
-    script = tmp_path / "job.py"
-    script.write_text(textwrap.dedent(f"""
+    result = run_torchrun_code(tmp_path, f"""
         import sys
         sys.path.insert(0, {str(os.path.dirname(__file__))!r})
         from stage2_helpers import cache_config
         from raedit.jobs.cache_latents import cache_latents
         cache_latents(cache_config({str(tmp_path / 'two')!r}, 20))
-        import os
-        os._exit(0)  # gloo can abort at interpreter exit after all work is done
-    """))
-    result = run_torchrun(script)
+    """)
     assert result.returncode == 0, result.stderr[-2000:]
     cache_latents(cache_config(tmp_path / "one", 20))
     one, two = LatentCache(tmp_path / "one"), LatentCache(tmp_path / "two")

@@ -1,5 +1,4 @@
 import argparse
-import textwrap
 from collections import Counter
 from pathlib import Path
 
@@ -8,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 from stage2_helpers import make_rae_dir
-from torchrun import run_torchrun
+from torchrun import run_torchrun_code
 
 from raedit.cli import main
 from raedit.cli.dataclass_options import add_options, from_options
@@ -99,15 +98,11 @@ def test_guidance_changes_the_samples_and_bf16_stays_close(models, tmp_path):
 
 
 def test_two_ranks_write_the_same_samples_as_one(models, tmp_path):
-    script = tmp_path / "job.py"
-    script.write_text(textwrap.dedent(f"""
+    result = run_torchrun_code(tmp_path, f"""
         from raedit.jobs.sample import SampleConfig, generate
         generate(SampleConfig(ckpt={str(models['main'])!r}, num=7, steps=3, sampler="sde", batch_size=2,
                               out={str(tmp_path / 'two.npz')!r}, grid=None))
-        import os
-        os._exit(0)  # gloo can abort at interpreter exit after all work is done
-    """))
-    result = run_torchrun(script)
+    """)
     assert result.returncode == 0, result.stderr[-2000:]
     one = run(models, tmp_path, "one", num=7, steps=3, sampler="sde", batch_size=4)
     two = np.load(tmp_path / "two.npz")

@@ -1,10 +1,9 @@
 import json
-import textwrap
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from torchrun import run_torchrun
+from torchrun import run_torchrun_code
 
 from raedit.autoencoder import RAE
 from raedit.core.config import load_config
@@ -82,8 +81,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, mo
 
 
 def test_two_ranks_hold_identical_decoder_and_discriminator_weights(tmp_path):
-    script = tmp_path / "job.py"
-    script.write_text(textwrap.dedent(f"""
+    result = run_torchrun_code(tmp_path, f"""
         import os
         import torch
         from safetensors.torch import save_file
@@ -98,9 +96,7 @@ def test_two_ranks_hold_identical_decoder_and_discriminator_weights(tmp_path):
         heads = unwrap_model(training.discriminator).heads.state_dict()
         state.update({{"heads." + k: v for k, v in heads.items()}})
         save_file({{k: v.contiguous() for k, v in state.items()}}, "{tmp_path}/rank" + os.environ["RANK"] + ".safetensors")
-        os._exit(0)  # gloo can abort at interpreter exit after all work is done
-    """))
-    result = run_torchrun(script)
+    """)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
     assert rank0.keys() == rank1.keys()
@@ -113,17 +109,13 @@ def test_two_ranks_hold_identical_decoder_and_discriminator_weights(tmp_path):
 def test_fsdp_run_previews_scores_and_exports_its_sharded_ema_decoder(tmp_path):
     """Two processes with FSDP2 on the decoder: the EMA decoder is sharded like it, every rank reconstructs the
     previews and the held-out images, and the exported RAE holds the gathered EMA weights."""
-    script = tmp_path / "job.py"
     overrides = [*TINY, "data.limit=32", "train.epochs=1", "train.distributed.strategy=fsdp",
                  "train.logging.image_every_steps=1", "train.ema.decay=0.5", f"run_dir={tmp_path / 'run'}"]
-    script.write_text(textwrap.dedent(f"""
-        import os
+    result = run_torchrun_code(tmp_path, f"""
         from raedit.core.config import load_config
         from raedit.train.stage1 import Stage1Config, train_decoder
         train_decoder(load_config(Stage1Config, overrides={overrides!r}))
-        os._exit(0)  # gloo can abort at interpreter exit after all work is done
-    """))
-    result = run_torchrun(script)
+    """)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "run"
     assert sorted(p.name for p in (run / "images").iterdir()) == ["reconstruction-step00000001.png",

@@ -1,12 +1,11 @@
 import math
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from stage2_helpers import TINY_MODEL, make_rae_dir, make_setup
-from torchrun import run_torchrun
+from torchrun import run_torchrun_code
 
 from raedit.autoencoder import RAE
 from raedit.cli import main
@@ -147,18 +146,14 @@ def test_previews_leave_training_unchanged_and_the_export_holds_the_ema_or_live_
 def test_fsdp_run_previews_and_exports_its_sharded_ema(setup, tmp_path):
     """Two processes with FSDP2: the EMA twin is sharded like the model, every rank samples the previews, the
     export gathers the EMA weights."""
-    script = tmp_path / "job.py"
     settings = overrides(setup, tmp_path / "run", "train.epochs=1", "train.micro_batch_size=8",
                          "train.distributed.strategy=fsdp", "preview.images=2", "preview.steps=2",
                          "train.logging.image_every_steps=1")
-    script.write_text(textwrap.dedent(f"""
-        import os
+    result = run_torchrun_code(tmp_path, f"""
         from raedit.core.config import load_config
         from raedit.train.stage2 import Stage2Config, train_diffusion
         train_diffusion(load_config(Stage2Config, overrides={settings!r}))
-        os._exit(0)  # gloo can abort at interpreter exit after all work is done
-    """))
-    result = run_torchrun(script)
+    """)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "run"
     assert sorted(p.name for p in (run / "images").iterdir()) == ["samples-step00000001.png",

@@ -1,10 +1,9 @@
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors import safe_open
-from torchrun import run_torchrun
+from torchrun import run_torchrun_code
 
 from raedit.core.config import load_config
 from raedit.core.errors import RaeditError
@@ -83,8 +82,7 @@ def test_stats_job_matches_direct_computation(tmp_path):
 
 
 def test_stats_job_under_torchrun_merges_ranks_exactly(tmp_path):
-    script = tmp_path / "job.py"
-    script.write_text(textwrap.dedent(f"""
+    result = run_torchrun_code(tmp_path, f"""
         import os
         from raedit.core.config import load_config
         from raedit.jobs.stats import StatsConfig, compute_latent_stats
@@ -94,9 +92,7 @@ def test_stats_job_under_torchrun_merges_ranks_exactly(tmp_path):
         moments = compute_latent_stats(config)
         with open("{tmp_path}/count" + os.environ["RANK"], "w") as handle:
             handle.write(str(moments.count))
-        os._exit(0)  # gloo can abort at interpreter exit after all work is done
-    """))
-    result = run_torchrun(script)
+    """)
     assert result.returncode == 0, result.stderr[-2000:]
     # every rank holds the merged moments of all 41 images
     assert [(tmp_path / f"count{rank}").read_text() for rank in (0, 1)] == ["41", "41"]

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 
@@ -21,3 +22,11 @@ def run_torchrun(script: str | Path, *args: str, nproc: int = 2, timeout: int = 
                "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def run_torchrun_code(directory: Path, code: str, **options) -> subprocess.CompletedProcess:
+    """Run `code` (indented source is dedented) as the worker script `directory/job.py` under `run_torchrun`; the
+    workers leave with os._exit once it is done, as gloo can abort at interpreter exit after all the work."""
+    script = directory / "job.py"
+    script.write_text(textwrap.dedent(code) + "\nimport os\nos._exit(0)\n")
+    return run_torchrun(script, **options)
