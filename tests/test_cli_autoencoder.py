@@ -74,7 +74,7 @@ def test_checkpoint_and_stats_that_do_not_fit_are_one_line_errors(capsys, tmp_pa
     save_file({"decoder.head.weight": torch.zeros(2, 2)}, str(tmp_path / "bad.safetensors"))
     code, _, err = run(capsys, "reconstruct", str(cat_png), "--input-size", "64", "--decoder-size", "tiny",
                        "--decoder", str(tmp_path / "bad.safetensors"), "--out", str(tmp_path / "o"))
-    assert code == 2 and "missing keys blocks.0.attn" in err and "more" in err and err.count("\n") == 1
+    assert code == 2 and "lacks 'cls_token'" in err and "more" in err and err.count("\n") == 1
     save_latent_stats(tmp_path / "s.safetensors", torch.zeros(768, 16, 16), torch.ones(768, 16, 16),
                       "dinov2-b", 1)
     code, _, err = run(capsys, "reconstruct", str(cat_png), "--input-size", "64", "--decoder-size", "tiny",

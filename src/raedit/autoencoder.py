@@ -22,9 +22,10 @@ from torch import nn
 
 from raedit.core.errors import RaeditError
 from raedit.core.files import read_json, read_state_dict, save_tensors, write_json
+from raedit.core.state_dicts import check_fits, weights_of
 from raedit.core.tokens import latents_to_tokens, tokens_to_latents
 from raedit.decoder import DecoderConfig, PatchUnpatchify, ViTDecoder
-from raedit.encoders import Encoder, build_encoder
+from raedit.encoders import NO_WEIGHTS, Encoder, build_encoder, decode_only_encoder, get_spec
 from raedit.encoders.pixels import PixelPatchEncoder
 from raedit.interop.official_decoder import official_decoder_to_raedit
 from raedit.latent_stats import load_latent_stats
@@ -42,7 +43,7 @@ class AutoencoderConfig:
     encoder: str = "dinov2-b"
     encoder_weights: str | None = None  # hub id or local directory / file; None: the registry's source
     encoder_input_size: int | None = None  # only for encoders with a free input size (EfficientNet-Lite)
-    decoder_size: str = "XL"  # a ViT decoder size, or "unpatchify" (pixels-* encoders, no parameters)
+    decoder_size: str = "XL"  # a ViT decoder size (`decoder_architecture`), or "unpatchify" (pixels-* encoders)
     decoder_patch_size: int = 16  # 16: 256 px from 16 x 16 tokens; 32: 512 px (Sec. 6.1)
     stats: str | None = None  # latent statistics file; None: no normalization
     stats_eps: float = 1e-5
@@ -58,8 +59,11 @@ class AutoencoderConfig:
         if self.noise_tau < 0:
             raise RaeditError(f"noise_tau must be >= 0, got {self.noise_tau}")
 
-    def build_encoder(self) -> Encoder:
-        """The frozen encoder this config names, at its input size."""
+    def build_encoder(self, decode_only: bool = False) -> Encoder:
+        """The frozen encoder this config names, at its input size. decode_only: without its weights (its shape
+        and pixel normalization only, enough to decode), unless it has none to load."""
+        if decode_only and get_spec(self.encoder).source != NO_WEIGHTS:
+            return decode_only_encoder(self.encoder, self.encoder_input_size)
         options = {"input_size": self.encoder_input_size} if self.encoder_input_size else {}
         return build_encoder(self.encoder, self.encoder_weights, **options)
 
@@ -164,27 +168,17 @@ class RAE(nn.Module):
         return state
 
     def load_decoder_state_dict(self, state_dict: dict[str, torch.Tensor], source: str) -> None:
-        """Load decoder weights (raedit keys, or the released decoders' keys); any missing or unexpected key,
-        or a shape that doesn't fit, is an error naming them."""
+        """Load decoder weights (raedit keys, or the released decoders' keys); a missing or unexpected key, or a
+        shape that doesn't fit, is an error naming the first."""
         if any(key.startswith("decoder_") for key in state_dict):
             state_dict = official_decoder_to_raedit(state_dict)
-        expected = self.decoder.state_dict()
-        missing = sorted(set(expected) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(expected))
-        if missing or unexpected:
-            raise RaeditError(f"decoder weights in {source} don't fit this decoder: missing keys "
-                              f"{_shorten(missing)}, unexpected keys {_shorten(unexpected)}")
-        wrong = [f"{key} {tuple(state_dict[key].shape)} vs {tuple(value.shape)}"
-                 for key, value in expected.items() if state_dict[key].shape != value.shape]
-        if wrong:
-            raise RaeditError(f"decoder weights in {source} have other shapes: {_shorten(wrong)}")
+        check_fits(self.decoder.state_dict(), state_dict, f"the decoder weights in {source}")
         self.decoder.load_state_dict(state_dict)
 
     def load_decoder(self, path: str | Path) -> None:
         """Decoder weights from a safetensors file or a `.pt` state dict (e.g. a released `model.pt`)."""
         state = read_state_dict(path, "decoder weights")
-        if isinstance(state.get("ema"), dict):  # a training checkpoint whose `ema` entry is the state dict
-            state = state["ema"]
+        state = weights_of(state, str(path))
         state = {key.removeprefix("decoder."): value for key, value in state.items() if not key.startswith("latent_")}
         self.load_decoder_state_dict(state, str(path))
 
@@ -201,8 +195,10 @@ class RAE(nn.Module):
                                              "latent_shape": list(self.latent_shape), "normalized": self.normalized})
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, encoder: Encoder | None = None, **overrides) -> "RAE":
-        """Load what `save_pretrained` wrote. `overrides` replace config fields (e.g. encoder_weights)."""
+    def from_pretrained(cls, directory: str | Path, encoder: Encoder | None = None, decode_only: bool = False,
+                        **overrides) -> "RAE":
+        """Load what `save_pretrained` wrote. `overrides` replace config fields (e.g. encoder_weights).
+        decode_only: without the encoder's weights (`AutoencoderConfig.build_encoder`); `encode` is then an error."""
         config_path, weights_path = saved_rae_files(directory)
         stored = read_json(config_path, "RAE config")
         latent_shape, normalized = tuple(stored.pop("latent_shape")), stored.pop("normalized")
@@ -210,6 +206,8 @@ class RAE(nn.Module):
             config = AutoencoderConfig(**{**stored, **overrides})
         except TypeError as error:
             raise RaeditError(f"{config_path}: {error}") from None
+        if encoder is None and decode_only:
+            encoder = config.build_encoder(decode_only=True)
         rae = cls(config, encoder)
         if rae.latent_shape != latent_shape:
             raise RaeditError(f"{config_path.parent} was saved for latents {latent_shape}, but encoder "
@@ -258,9 +256,3 @@ def store_latent_stats(directory: str | Path, mean: torch.Tensor, var: torch.Ten
     save_tensors(weights_path, {**weights, "latent_mean": mean.float(), "latent_var": var.float()})
     write_json(config_path, {**config, "normalized": True})
 
-
-def _shorten(keys: list[str], limit: int = 6) -> str:
-    if not keys:
-        return "none"
-    shown = ", ".join(keys[:limit])
-    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")

@@ -32,6 +32,26 @@ DECODER_SIZES: dict[str, tuple[int, int, int, int]] = {
 LAYER_NORM_EPS = 1e-12  # as the released decoders (HF ViT-MAE layers)
 
 
+def decoder_architecture(size: str) -> tuple[int, int, int, int]:
+    """(depth, width, heads, MLP hidden) of a decoder size: a name in `DECODER_SIZES`, or any other size written
+    "DEPTHxWIDTHxHEADSxMLP" (e.g. "12x768x12x3072", what `raedit import-official` writes for unnamed sizes)."""
+    if size in DECODER_SIZES:
+        return DECODER_SIZES[size]
+    parts = size.split("x")
+    if len(parts) == 4 and all(part.isdigit() and int(part) > 0 for part in parts):
+        depth, width, heads, mlp_hidden = (int(part) for part in parts)
+        if width % heads == 0:
+            return depth, width, heads, mlp_hidden
+    raise RaeditError(f"unknown decoder size '{size}'; known sizes: {', '.join(DECODER_SIZES)}, or "
+                      f"DEPTHxWIDTHxHEADSxMLP with WIDTH divisible by HEADS (e.g. 12x768x12x3072)")
+
+
+def decoder_size_name(depth: int, width: int, heads: int, mlp_hidden: int) -> str:
+    """The name of a decoder architecture: its entry in `DECODER_SIZES`, else "DEPTHxWIDTHxHEADSxMLP"."""
+    named = {architecture: name for name, architecture in DECODER_SIZES.items()}
+    return named.get((depth, width, heads, mlp_hidden), f"{depth}x{width}x{heads}x{mlp_hidden}")
+
+
 @dataclass
 class DecoderConfig:
     """Architecture of a `ViTDecoder`. `grid` is the token grid (h, w); output is grid * patch_size pixels."""
@@ -43,8 +63,7 @@ class DecoderConfig:
     out_channels: int = 3
 
     def __post_init__(self) -> None:
-        if self.size not in DECODER_SIZES:
-            raise RaeditError(f"unknown decoder size '{self.size}'; known sizes: {', '.join(DECODER_SIZES)}")
+        decoder_architecture(self.size)
         self.grid = tuple(int(side) for side in self.grid)  # type: ignore[assignment]
         if self.patch_size < 1 or min(self.grid) < 1 or self.in_channels < 1:
             raise RaeditError(f"invalid decoder shape: grid {self.grid}, patch {self.patch_size}, "
@@ -119,7 +138,7 @@ class ViTDecoder(nn.Module):
     def __init__(self, config: DecoderConfig) -> None:
         super().__init__()
         self.config = config
-        depth, width, heads, mlp_hidden = DECODER_SIZES[config.size]
+        depth, width, heads, mlp_hidden = decoder_architecture(config.size)
         self.token_embed = nn.Linear(config.in_channels, width)
         self.register_buffer("pos_embed", position_table_with_cls(width, config.grid).unsqueeze(0))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))

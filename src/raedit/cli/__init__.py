@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "raedit.cli.demo_commands",
     "raedit.cli.diffusion_commands",
     "raedit.cli.recipe_commands",
+    "raedit.cli.release_commands",
 ]
 
 

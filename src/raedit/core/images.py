@@ -13,19 +13,29 @@ import numpy as np
 import torch
 from PIL import Image
 
+from raedit.core.errors import RaeditError
 
-def quantize(images: torch.Tensor) -> torch.Tensor:
-    """Float pixels in [0, 1], any layout -> uint8 0..255 on the same device: clamped, scaled by 255 and rounded
-    to the nearest integer (ties to even), as the ADM sampling scripts save images."""
+
+ROUNDINGS = ("truncate", "nearest")
+
+
+def quantize(images: torch.Tensor, rounding: str = "truncate") -> torch.Tensor:
+    """Float pixels in [0, 1], any layout -> uint8 0..255 on the same device: clamped and scaled by 255, then
+    truncated ("truncate": `x.mul(255).to(uint8)`, as the official RAE sampler and the ADM sampling scripts save
+    images, so FIDs compare with published ones) or rounded to the nearest level ("nearest", ties to even: half a
+    level brighter on average). In float32 either way gives back exactly the levels of a uint8 image / 255."""
+    if rounding not in ROUNDINGS:
+        raise RaeditError(f"unknown rounding {rounding!r}; use one of {', '.join(ROUNDINGS)}")
     values = images.detach()
     if values.dtype in (torch.float16, torch.bfloat16):
         values = values.float()
-    return (values.clamp(0, 1) * 255).round().to(torch.uint8)
+    scaled = values.clamp(0, 1) * 255
+    return (scaled.round() if rounding == "nearest" else scaled).to(torch.uint8)
 
 
-def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
+def to_uint8_hwc(images: torch.Tensor, rounding: str = "truncate") -> np.ndarray:
     """(B, C, H, W) float in [0, 1] -> (B, H, W, C) uint8 on the CPU: the layout of ADM sample files."""
-    return quantize(images).permute(0, 2, 3, 1).cpu().numpy()
+    return quantize(images, rounding).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def from_uint8_hwc(images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:

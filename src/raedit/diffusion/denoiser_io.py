@@ -8,6 +8,10 @@ The latent statistics belong to that RAE alone (`raedit.autoencoder`): a denoise
 directory exports its final model to `<run_dir>/model/`, and every training checkpoint (`checkpoints/step-*/`)
 carries the same `model_config.json` beside its EMA weights, so an earlier checkpoint loads as a denoiser too
 (e.g. the AutoGuidance guide). Nothing here reads a training config.
+
+A released checkpoint of the official code (`stage2_model.pt`) loads too (`raedit.interop.official_dit`): its
+architecture read off its shapes, its shift alpha the paper's rule for its latent shape (Sec. 4.2, what the
+official sampling configs set), and no RAE named (it names none).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import torch
 
 from raedit.core.errors import RaeditError
 from raedit.core.files import read_json, read_state_dict, save_tensors, write_text
+from raedit.diffusion.flow import shift_alpha
+from raedit.interop.official_dit import read_official_denoiser
 from raedit.models import MODEL_FAMILIES, Denoiser, DiTConfig, build_model, family_of
 
 CONFIG_FILE = "model_config.json"
@@ -93,18 +99,29 @@ def _locate(path: str | Path) -> tuple[Path, Path]:
                       f"training checkpoint ({CONFIG_FILE} + EMA weights)")
 
 
+def official_denoiser_info(config: DiTConfig) -> DenoiserInfo:
+    """The description of a released official denoiser of architecture `config`: the shift of its latent shape."""
+    return DenoiserInfo(config, shift_alpha(config.latent_shape))
+
+
 def read_denoiser_info(path: str | Path) -> DenoiserInfo:
     """The description of the denoiser at `path` (as `load_denoiser` finds it), without its weights."""
+    if Path(path).is_file():
+        return official_denoiser_info(read_official_denoiser(path)[0])
     config_file, _ = _locate(path)
     return DenoiserInfo.from_json(read_json(config_file, "model config"), config_file)
 
 
 def load_denoiser(path: str | Path, device: torch.device | str = "cpu") -> tuple[Denoiser, DenoiserInfo]:
-    """The model (in eval mode) and its description from an export directory, a run directory (its `model/`) or
-    a training checkpoint directory."""
-    config_file, weights_file = _locate(path)
-    info = DenoiserInfo.from_json(read_json(config_file, "model config"), config_file)
-    weights = read_state_dict(weights_file, "denoiser weights")
+    """The model (in eval mode) and its description from an export directory, a run directory (its `model/`), a
+    training checkpoint directory, or a released official checkpoint file."""
+    if Path(path).is_file():
+        config, weights = read_official_denoiser(path)
+        info, weights_file, config_file = official_denoiser_info(config), Path(path), Path(path)
+    else:
+        config_file, weights_file = _locate(path)
+        info = DenoiserInfo.from_json(read_json(config_file, "model config"), config_file)
+        weights = read_state_dict(weights_file, "denoiser weights")
     model = build_model(info.model)
     try:
         model.load_state_dict(weights, strict=True)

@@ -19,13 +19,15 @@ VelocityFn = Callable[[Tensor, Tensor], Tensor]
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
 SAMPLERS = ("euler", "heun", "sde")
+# The official sampler's last time point before the shift: its grid is 1 - linspace(0, 1 - 1e-3, steps + 1).
+OFFICIAL_T_END = 1e-3
 
 
 def time_grid(num_steps: int, alpha: float = 1.0, t_end: float = 0.0, device: torch.device | str = "cpu") -> Tensor:
     """The sampling grid (num_steps + 1,) from t = 1 down to t_end, uniform before the shift (Sec. 4.2).
 
-    The paper samples with Euler on 50 time points: num_steps=49. The official code stops at t_end = 1e-3
-    (before the shift; about 0.007 after it for alpha = sqrt(48)).
+    The paper samples with Euler on 50 time points: num_steps=49. The official code stops at t_end =
+    `OFFICIAL_T_END` (before the shift; about 0.0069 after it for alpha = sqrt(48)) and decodes that latent.
     """
     if num_steps < 1:
         raise RaeditError(f"the number of sampling steps must be at least 1, got {num_steps}")

@@ -79,20 +79,14 @@ class Encoder(nn.Module, ABC):
         return super().train(False)
 
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 class TransformersViTEncoder(Encoder):
     """A transformers ViT whose tokens go through its final LayerNorm without the affine weight and bias
     (Sec. 3, as the official release): the model's own final norm (attribute `final_norm`) is replaced by an
     identity, and `final_norm_without_affine` applies the plain normalization, so every token has zero mean and
     unit variance over channels."""
 
-    def __init__(self, spec: EncoderSpec, model: nn.Module, final_norm: str,
-                 pixel_mean: tuple[float, float, float], pixel_std: tuple[float, float, float],
-                 input_size: int | None = None) -> None:
-        super().__init__(pixel_mean, pixel_std)
+    def __init__(self, spec: EncoderSpec, model: nn.Module, final_norm: str, input_size: int | None = None) -> None:
+        super().__init__(spec.pixel_mean, spec.pixel_std)
         self.name = spec.name
         self.input_size = input_size or spec.input_size
         if self.input_size % spec.patch_size:
@@ -107,3 +101,20 @@ class TransformersViTEncoder(Encoder):
     def final_norm_without_affine(self, tokens: torch.Tensor) -> torch.Tensor:
         """B x N x C -> the same, LayerNorm over channels without affine weight and bias."""
         return F.layer_norm(tokens, (self.channels,), eps=self.final_norm_eps)
+
+
+class DecodeOnlyEncoder(Encoder):
+    """What decoding needs of an encoder without its network: the token shape and the pixel normalization the
+    decoder's output is de-normalized with. Sampling a denoiser runs on it, so it needs no encoder weights;
+    encoding is an error."""
+
+    def __init__(self, spec: EncoderSpec, input_size: int | None = None) -> None:
+        super().__init__(spec.pixel_mean, spec.pixel_std)
+        self.name = spec.name
+        self.input_size = input_size or spec.input_size
+        self.patch_size = spec.patch_size
+        self.channels = spec.channels
+
+    def forward_tokens(self, normalized: torch.Tensor) -> torch.Tensor:
+        raise RaeditError(f"the {self.name} encoder was not loaded (decode only): load the RAE with its encoder "
+                          f"weights to encode images")

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from transformers import Dinov2WithRegistersModel
 
-from raedit.encoders.base import IMAGENET_MEAN, IMAGENET_STD, TransformersViTEncoder
+from raedit.encoders.base import TransformersViTEncoder
 from raedit.encoders.hub import load_pretrained, reject_options
 from raedit.encoders.spec import EncoderSpec
 
@@ -21,7 +21,7 @@ class Dinov2Encoder(TransformersViTEncoder):
     """
 
     def __init__(self, spec: EncoderSpec, model: Dinov2WithRegistersModel, input_size: int | None = None) -> None:
-        super().__init__(spec, model, "layernorm", IMAGENET_MEAN, IMAGENET_STD, input_size)
+        super().__init__(spec, model, "layernorm", input_size)
         self.num_prefix_tokens = 1 + model.config.num_register_tokens  # CLS, then the registers
 
     @classmethod

@@ -26,7 +26,7 @@ from torch import nn
 from raedit.core.errors import RaeditError
 from raedit.core.files import read_state_dict
 from raedit.encoders.base import Encoder
-from raedit.encoders.spec import EncoderSpec
+from raedit.encoders.spec import HALF, EncoderSpec
 
 __all__ = ["EfficientNetLite", "EfficientNetLiteEncoder", "LiteVariant", "VARIANTS"]
 
@@ -264,7 +264,7 @@ class EfficientNetLiteEncoder(Encoder):
     resize_antialias = True
 
     def __init__(self, network: EfficientNetLite, name: str, input_size: int) -> None:
-        super().__init__(pixel_mean=(0.5, 0.5, 0.5), pixel_std=(0.5, 0.5, 0.5))
+        super().__init__(pixel_mean=HALF, pixel_std=HALF)
         check_input_size(name, input_size)
         self.network = network
         self.name = name

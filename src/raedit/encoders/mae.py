@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from transformers import ViTMAEModel
 
-from raedit.encoders.base import IMAGENET_MEAN, IMAGENET_STD, TransformersViTEncoder
+from raedit.encoders.base import TransformersViTEncoder
 from raedit.encoders.hub import load_pretrained, reject_options
 from raedit.encoders.spec import EncoderSpec
 
@@ -23,7 +23,7 @@ class MaeEncoder(TransformersViTEncoder):
     """
 
     def __init__(self, spec: EncoderSpec, model: ViTMAEModel) -> None:
-        super().__init__(spec, model, "layernorm", IMAGENET_MEAN, IMAGENET_STD)
+        super().__init__(spec, model, "layernorm")
 
     @classmethod
     def from_weights(cls, spec: EncoderSpec, source: str, **options: Any) -> "MaeEncoder":

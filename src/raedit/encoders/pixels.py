@@ -14,7 +14,7 @@ import torch
 
 from raedit.core.errors import RaeditError
 from raedit.encoders.base import Encoder
-from raedit.encoders.spec import NO_WEIGHTS, EncoderSpec
+from raedit.encoders.spec import HALF, NO_WEIGHTS, EncoderSpec
 
 __all__ = ["PixelPatchEncoder"]
 
@@ -26,7 +26,7 @@ class PixelPatchEncoder(Encoder):
     resize_antialias = True
 
     def __init__(self, name: str, input_size: int, patch_size: int) -> None:
-        super().__init__(pixel_mean=(0.5, 0.5, 0.5), pixel_std=(0.5, 0.5, 0.5))
+        super().__init__(pixel_mean=HALF, pixel_std=HALF)
         if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size <= 0 \
                 or input_size % patch_size:
             raise RaeditError(f"{name}: input_size must be a positive multiple of the patch size {patch_size}, "

@@ -11,9 +11,6 @@ from raedit.encoders.base import TransformersViTEncoder
 from raedit.encoders.hub import load_pretrained, reject_options
 from raedit.encoders.spec import EncoderSpec
 
-SIGLIP_MEAN = (0.5, 0.5, 0.5)
-SIGLIP_STD = (0.5, 0.5, 0.5)
-
 
 class Siglip2Encoder(TransformersViTEncoder):
     """`google/siglip2-base-patch16-256`: 256 px input, mean/std 0.5, 16 x 16 patch tokens (SigLIP has no CLS).
@@ -30,7 +27,7 @@ class Siglip2Encoder(TransformersViTEncoder):
     """
 
     def __init__(self, spec: EncoderSpec, model: SiglipVisionModel) -> None:
-        super().__init__(spec, model, "post_layernorm", SIGLIP_MEAN, SIGLIP_STD)
+        super().__init__(spec, model, "post_layernorm")
 
     @classmethod
     def from_weights(cls, spec: EncoderSpec, source: str, **options: Any) -> "Siglip2Encoder":

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 NO_WEIGHTS = "none"  # the source of a weight-free encoder (pixel patches)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HALF = (0.5, 0.5, 0.5)  # mean = std = 0.5: pixels [0, 1] -> [-1, 1]
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,8 @@ class EncoderSpec:
     input_size: int
     patch_size: int
     channels: int
+    pixel_mean: tuple[float, float, float]  # the input normalization the network was trained with
+    pixel_std: tuple[float, float, float]
 
     @property
     def grid(self) -> tuple[int, int]:

@@ -23,10 +23,10 @@ from raedit.autoencoder import RAE
 from raedit.core.distributed import DistContext, barrier, init_distributed
 from raedit.core.errors import RaeditError
 from raedit.core.files import atomic_path
-from raedit.core.images import from_uint8_hwc, save_image_grid, to_uint8_hwc
+from raedit.core.images import ROUNDINGS, from_uint8_hwc, save_image_grid, to_uint8_hwc
 from raedit.diffusion.denoiser_io import DenoiserInfo, load_denoiser
 from raedit.diffusion.guidance import guided_velocity
-from raedit.diffusion.samplers import SAMPLERS, sample, standard_normal_like
+from raedit.diffusion.samplers import OFFICIAL_T_END, SAMPLERS, sample, standard_normal_like
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ def _option(help_text: str, choices: tuple[str, ...] | None = None, metavar: tup
 class SampleConfig:
     """Settings of one sampling job; each field is an option of `raedit sample` (`--cfg-interval` for cfg_interval)."""
 
-    ckpt: str = field(metadata=_option("a run directory, its model/ export, or a training checkpoint"))
+    ckpt: str = field(metadata=_option(
+        "a run directory, its model/ export, a training checkpoint, or a released official stage2_model.pt"))
     num: int = field(default=100, metadata=_option("number of samples"))
     guide_ckpt: str | None = field(
         default=None, metadata=_option("AutoGuidance guide: a smaller or earlier model of the same latents"))
@@ -62,7 +63,12 @@ class SampleConfig:
     seed: int = field(default=0, metadata=_option("seed of the per-sample noise"))
     bf16: bool = field(default=False, metadata=_option("bf16 autocast (fp32 for final numbers)"))
     rae: str | None = field(default=None, metadata=_option("the RAE directory, instead of the one the model names"))
-    t_end: float = field(default=0.0, metadata=_option("the last time point (the official code stops at 1e-3)"))
+    t_end: float = field(default=OFFICIAL_T_END, metadata=_option(
+        "the last time point before the shift (0.001: the official grid, 1 - linspace(0, 0.999, 50), ending at "
+        "about 0.0069 after the shift at 256 px; 0: integrate to data)"))
+    rounding: str = field(default="truncate", metadata=_option(
+        "float -> uint8: truncate (the official sampler and the ADM suite, so FIDs compare with published ones) "
+        "or nearest", ROUNDINGS))
 
 
 def sample_labels(num: int, classes: list[int], method: str, seed: int) -> Tensor:
@@ -99,6 +105,8 @@ def generate(config: SampleConfig) -> Path | None:
     """Run the job on this rank; rank 0 writes `config.out` (and the grid) and returns its path."""
     if config.sampler not in SAMPLERS:
         raise RaeditError(f"unknown sampler {config.sampler!r}; known: {', '.join(SAMPLERS)}")
+    if config.rounding not in ROUNDINGS:
+        raise RaeditError(f"unknown rounding {config.rounding!r}; use one of {', '.join(ROUNDINGS)}")
     if config.num < 1 or config.batch_size < 1:
         raise RaeditError("--num and --batch-size must be at least 1")
     ctx = init_distributed()
@@ -139,7 +147,7 @@ def generate(config: SampleConfig) -> Path | None:
         latents = sample(velocity, noise, config.sampler, config.steps, info.shift_alpha, config.t_end,
                          generator=generators)
         with torch.no_grad():
-            images.append(to_uint8_hwc(rae.decode(latents.float())))
+            images.append(to_uint8_hwc(rae.decode(latents.float()), config.rounding))
     elapsed = time.perf_counter() - started
     logger.info("rank %d: %d images in %.1f s (%.2f images/s)", ctx.rank, len(mine), elapsed,
                 len(mine) / max(elapsed, 1e-9))
@@ -150,8 +158,9 @@ def _load_rae_for(config: SampleConfig, info: DenoiserInfo, ctx: DistContext) ->
     """The RAE the model names (or --rae), with the latent statistics it holds."""
     rae_dir = config.rae or info.rae
     if not rae_dir:
-        raise RaeditError(f"{config.ckpt} names no RAE: give --rae <a saved RAE directory>")
-    rae = RAE.from_pretrained(rae_dir)
+        raise RaeditError(f"{config.ckpt} names no RAE: give --rae <a saved RAE directory> (`raedit "
+                          f"import-official` makes one from a released decoder and its statistics)")
+    rae = RAE.from_pretrained(rae_dir, decode_only=True)
     if rae.latent_shape != info.latent_shape:
         raise RaeditError(f"the model {config.ckpt} was trained on latents {info.latent_shape}, but the RAE "
                           f"at {rae_dir} gives {rae.latent_shape}")

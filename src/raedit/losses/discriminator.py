@@ -23,8 +23,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from raedit.core.errors import RaeditError
 from raedit.encoders import build_encoder
-from raedit.encoders.base import IMAGENET_MEAN, IMAGENET_STD
-from raedit.encoders.spec import EncoderSpec
+from raedit.encoders.spec import IMAGENET_MEAN, IMAGENET_STD, EncoderSpec
 
 __all__ = [
     "DISCRIMINATOR_BACKBONES",
@@ -205,7 +204,7 @@ def load_dino_vit(source: str = DINO_VITS8) -> nn.Module:
 
     from raedit.encoders.hub import load_pretrained
 
-    spec = EncoderSpec("dino-vits8", "transformers:ViTModel", DINO_VITS8, 224, 8, 384)
+    spec = EncoderSpec("dino-vits8", "transformers:ViTModel", DINO_VITS8, 224, 8, 384, IMAGENET_MEAN, IMAGENET_STD)
     # DINO's LayerNorms use eps 1e-6 (the official RAE discriminator sets it too).
     return load_pretrained(ViTModel, spec, source, add_pooling_layer=False, layer_norm_eps=1e-6)
 

@@ -1,0 +1,51 @@
+"""`raedit import-official`, `raedit pull`: the paper's released models in raedit's layout."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from raedit.jobs.releases import PRESETS, RELEASE_REPO
+
+    imported = subparsers.add_parser(
+        "import-official", help="convert released RAE files (decoder, statistics, stage-2 models) to raedit's layout")
+    imported.add_argument("--out", required=True, help="directory to write rae/, denoiser/ and guide/ into")
+    imported.add_argument("--decoder", required=True, help="a released decoder, e.g. decoders/.../ViTXL_n08/model.pt")
+    imported.add_argument("--stats", required=True, help="its latent statistics, e.g. stats/.../imagenet1k/stat.pt")
+    imported.add_argument("--denoiser", help="a released stage-2 model, e.g. DiTs/.../DiTDH-XL/stage2_model.pt")
+    imported.add_argument("--guide", help="its AutoGuidance guide, e.g. DiTs/.../DiTDH-S_ep14/stage2_model.pt")
+    imported.add_argument("--encoder", help="the decoder's encoder (default: read off the release path)")
+    imported.add_argument("--decoder-heads", type=int,
+                          help="attention heads of a decoder of no named size (they leave no trace in the weights)")
+    imported.set_defaults(func=run_import_official)
+
+    pull = subparsers.add_parser("pull", help=f"download a released combination from {RELEASE_REPO} and import it",
+                                 description="presets: " + "; ".join(f"{name}: {preset.description}"
+                                                                     for name, preset in PRESETS.items()))
+    pull.add_argument("preset", choices=sorted(PRESETS), help="the released combination")
+    pull.add_argument("--out", help="directory to import into (default: models/<preset>)")
+    pull.add_argument("--from", dest="local_dir",
+                      help=f"a local copy of {RELEASE_REPO} (`hf download {RELEASE_REPO} --local-dir DIR`) "
+                           f"instead of downloading")
+    pull.set_defaults(func=run_pull)
+
+
+def run_import_official(args: argparse.Namespace) -> int:
+    from raedit.jobs.import_official import import_official
+
+    written = import_official(args.out, args.decoder, args.stats, args.denoiser, args.guide, args.encoder,
+                              args.decoder_heads)
+    for name, directory in written.items():
+        print(f"{name}: {directory}")
+    return 0
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    from raedit.jobs.import_official import pull, sample_command
+
+    out = args.out or f"models/{args.preset}"
+    for name, directory in pull(args.preset, out, args.local_dir).items():
+        print(f"{name}: {directory}")
+    print(f"sample with the official settings: {sample_command(args.preset, out)}")
+    return 0

@@ -1,0 +1,53 @@
+"""State dicts as checkpoints hold them: the weights entry, wrapper prefixes, and a strict fit check whose
+error names the first mismatch."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from raedit.core.errors import RaeditError
+
+# Prefixes that wrappers add to every key: DistributedDataParallel ("module.") and torch.compile ("_orig_mod.").
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def weights_of(checkpoint: Mapping, source: str) -> dict[str, torch.Tensor]:
+    """The weights in a loaded checkpoint: its `ema` entry (the weights to sample with), else the checkpoint
+    itself when it is a bare state dict, with wrapper prefixes stripped from the keys."""
+    state = checkpoint.get("ema", checkpoint)
+    if not isinstance(state, Mapping) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise RaeditError(f"{source} is neither a state dict nor a checkpoint with an 'ema' state dict "
+                          f"(its entries: {', '.join(map(str, list(checkpoint)[:8]))})")
+    return {strip_wrapper_prefixes(key): value for key, value in state.items()}
+
+
+def strip_wrapper_prefixes(key: str) -> str:
+    """`key` without the prefixes of DDP and torch.compile wrappers, however nested."""
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key, stripped = key[len(prefix):], True
+    return key
+
+
+def check_fits(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], what: str) -> None:
+    """A `RaeditError` naming the first difference between two state dicts' keys or shapes, if any."""
+    missing = [key for key in expected if key not in given]
+    if missing:
+        raise RaeditError(f"{what} lacks {missing[0]!r}" + _and_more(missing))
+    unexpected = [key for key in given if key not in expected]
+    if unexpected:
+        raise RaeditError(f"{what} has an unexpected {unexpected[0]!r}" + _and_more(unexpected))
+    wrong = [key for key, value in expected.items() if tuple(given[key].shape) != tuple(value.shape)]
+    if wrong:
+        key = wrong[0]
+        raise RaeditError(f"{what}: {key!r} has shape {tuple(given[key].shape)}, the model's is "
+                          f"{tuple(expected[key].shape)}" + _and_more(wrong))
+
+
+def _and_more(keys: list[str]) -> str:
+    return f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
