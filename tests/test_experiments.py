@@ -70,8 +70,8 @@ def test_head_arms_have_matched_flops(latent_space, tmp_path):
     assert [row[0] for row in rows] == ["dh", "dit"]
     dh, dit = rows
     assert dh[1] != dit[1] and dh[2] > 0 and dit[2] > 0  # different models, each with counted FLOPs
-    # training FLOPs = 3 x forward x epochs x latents (1 epoch of 48 latents)
-    assert dh[3] == pytest.approx(3 * dh[2] * 1e6 * 48, rel=1e-3)
+    # training FLOPs = 3 x forward x epochs x images (1 epoch: 24 images, each flipped or not; 48 latents stored)
+    assert dh[3] == pytest.approx(3 * dh[2] * 1e6 * 24, rel=1e-3)
     assert all(math.isfinite(row[5]) for row in rows)
 
 

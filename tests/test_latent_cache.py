@@ -57,17 +57,34 @@ def test_resume_rewrites_only_the_missing_shard(tmp_path):
     assert len(LatentCache(tmp_path / "c")) == 20
 
 
-def test_hflip_doubles_the_cache_with_mirrored_latents(tmp_path, direct_latents):
+def test_hflip_stores_mirrored_latents_and_an_epoch_is_one_pass_over_the_images(tmp_path, direct_latents):
     cache_latents(cache_config(tmp_path / "c", 20, hflip="true"))
-    cache = LatentCache(tmp_path / "c")
-    assert len(cache) == 40 and cache.manifest["hflip"] is True
     with safe_open(str(shard_path(tmp_path / "c", 0)), "pt") as handle:
         flipped, indices = handle.get_tensor("flipped"), handle.get_tensor("indices")
         latents = handle.get_tensor("latents")
     assert int(flipped.sum()) == 8 and sorted(indices.tolist()) == sorted(list(range(8)) * 2)
-    mirrored = direct_latents[1]
+    plain, mirrored = direct_latents
     torch.testing.assert_close(latents[flipped], mirrored[indices[flipped]], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(latents[~flipped], direct_latents[0][indices[~flipped]], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(latents[~flipped], plain[indices[~flipped]], rtol=1e-4, atol=1e-4)
+
+    cache = LatentCache(tmp_path / "c")
+    assert len(cache) == 20 and cache.manifest["hflip"] is True  # items are images: 20, not 40 stored latents
+    _, labels = load_fashion_mnist("train")
+    drawn = []  # per epoch, which version of each image the pass gives
+    for epoch in range(4):
+        cache.set_epoch(epoch, seed=3)
+        versions = []
+        for index in range(20):
+            latent, label = cache[index]
+            assert label == labels[index]
+            is_plain = torch.allclose(latent, plain[index], rtol=1e-4, atol=1e-4)
+            assert is_plain or torch.allclose(latent, mirrored[index], rtol=1e-4, atol=1e-4)
+            versions.append(not is_plain)
+        drawn.append(versions)
+        cache.set_epoch(epoch, seed=3)
+        assert torch.equal(cache[7][0], cache[7][0])  # the same pass gives the same version (a resume repeats it)
+    assert 0 < sum(map(sum, drawn)) < 80  # both versions occur
+    assert len({tuple(versions) for versions in drawn}) == 4  # each pass draws anew
 
 
 def test_two_ranks_write_the_same_cache_as_one(tmp_path):

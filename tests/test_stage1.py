@@ -124,3 +124,44 @@ def test_fsdp_run_previews_scores_and_exports_its_sharded_ema_decoder(tmp_path):
     exported = RAE.from_pretrained(run / "rae").decoder.state_dict()
     assert all(torch.equal(value, ema[key]) for key, value in exported.items())
     assert json.loads((run / "recon_metrics.json").read_text())["images"] == 8
+
+
+def test_the_discriminator_sees_clean_reconstructions_by_the_decoder_after_its_step(tmp_path, monkeypatch):
+    from raedit.core.distributed import init_distributed
+    from raedit.train import stage1
+    from raedit.train.loop import StepContext
+
+    torch.manual_seed(0)
+    training = stage1.DecoderTraining(tiny_config(tmp_path), init_distributed())
+    images = torch.rand(4, 3, 32, 32)
+    training.decoder_loss((images, None), StepContext(0, 0, 0, 1, "decoder"))
+    with torch.no_grad():  # the decoder's optimizer step
+        for parameter in training.rae.decoder.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    seen = {}
+
+    def capture(discriminator, real, fake, *args):
+        seen["fake"] = fake
+        return fake.mean()
+
+    monkeypatch.setattr(stage1, "discriminator_loss", capture)
+    training.discriminator_loss((images, None), StepContext(0, 0, 0, 1, "discriminator"))
+    rae = training.rae
+    clean = rae.decode(rae.normalize(rae.encode_raw(images)))  # noise_tau is 2.0: noisy latents would differ
+    torch.testing.assert_close(seen["fake"], clean, rtol=0, atol=0)
+    assert rae.training and training.decoder.training  # back in training mode after the re-decode
+
+
+def test_the_discriminator_schedule_starts_with_its_first_update(tmp_path):
+    config = tiny_config(tmp_path, "data.limit=32", "train.epochs=3", "train.schedule.kind=constant",
+                         "loss.disc_start_epoch=1", "loss.gan_start_epoch=2", "disc_schedule.warmup_epochs=1",
+                         "disc_schedule.decay_end_epoch=2", "disc_schedule.min_lr=1e-5")
+    result, _ = train_decoder(config)
+    assert result.reason == "finished"
+    rates = logged(tmp_path / "run", "discriminator/lr")
+    base = config.train.optim.lr
+    # 4 steps an epoch; D updates in epochs 1 and 2: warm-up over its first 4 updates from base / 4, then cosine
+    # from base to 1e-5 over its second epoch. (Counted from step 0, its warm-up would be over before it started.)
+    assert rates[:4] == pytest.approx([base / 4, base / 2, 3 * base / 4, base])
+    assert rates[4] == pytest.approx(base) and rates[5] < rates[4] and len(rates) == 8
+    assert logged(tmp_path / "run", "decoder/lr") == pytest.approx([base] * 12)

@@ -115,6 +115,21 @@ def test_images_encoded_on_the_fly_equal_the_normalized_cached_latents(setup):
     assert encoded.shape == (8, 112, 2, 2)
 
 
+def test_images_are_encoded_in_fp32_inside_a_bf16_training_step(setup):
+    from raedit.train.precision import autocast_context
+
+    config = load_stage2_config(None, overrides(setup, Path("unused"), "latents=null", "data.limit=8",
+                                                "train.precision.autocast=bf16"))
+    training = DiffusionTraining(config, init_distributed())
+    images, labels, _ = collate_skipping([build_dataset(DataConfig(limit=8))[i] for i in range(8)])
+    with autocast_context(torch.device("cpu"), "bf16"):  # as the loop runs the loss
+        in_step = training.latents_of((images, labels))
+    with torch.no_grad():
+        fp32 = training.rae.encode(images)
+    assert in_step.dtype == torch.float32
+    torch.testing.assert_close(in_step, fp32, rtol=0, atol=0)  # not the encoder's bf16 rounding
+
+
 def test_training_on_images_runs_and_records_its_preview_grids(setup, tmp_path):
     config = load_stage2_config(None, overrides(setup, tmp_path / "run", "latents=null", "data.limit=32",
                                                 "train.epochs=1", "preview.images=4", "preview.steps=3",
@@ -218,7 +233,9 @@ def test_imagenet_recipes_instantiate(name):
     assert train.optim.grad_clip == 1.0 and train.ema.decay == 0.9995
     assert (train.schedule.kind, train.schedule.decay_start_epoch, train.schedule.decay_end_epoch,
             train.schedule.min_lr) == ("linear_decay", 40, 800, 2e-5)
-    assert train.micro_batch_size * train.grad_accum_steps * 8 == 1024  # global batch on 8 processes
+    assert train.global_batch_size == 1024  # the paper's batch, whatever the number of processes
+    on_8 = train.for_processes(8)
+    assert on_8.micro_batch_size * on_8.grad_accum_steps * 8 == 1024
     assert config.flow.time_distribution == "logit-normal" and config.flow.shift == "auto"
     side = 32 if "512" in name else 16
     assert config.latent_shape == [768, side, side] and config.rae is not None

@@ -190,3 +190,28 @@ def test_progress_bar_shows_steps_and_samples_per_second_on_rank_zero_only(capsy
     silent.advance({"model/loss": 0.5})
     silent.close()
     assert capsys.readouterr().err == ""
+
+
+def test_the_global_batch_splits_over_processes_and_accumulation_or_says_why_not():
+    def split(world_size: int, **batch) -> tuple[int, int]:
+        config = TrainLoopConfig(**batch).for_processes(world_size)
+        return config.micro_batch_size, config.grad_accum_steps
+
+    assert split(8, global_batch_size=1024) == (128, 1)  # the paper's stage 2 on 8 GPUs
+    assert split(4, global_batch_size=1024, grad_accum_steps=2) == (128, 2)
+    assert split(8, global_batch_size=1024, micro_batch_size=64) == (64, 2)
+    assert split(1, global_batch_size=512, micro_batch_size=64, grad_accum_steps=8) == (64, 8)
+    assert split(3) == (32, 1) and split(3, micro_batch_size=5) == (5, 1)  # no global batch: per process
+    for world_size, batch in [(3, {}), (8, {"micro_batch_size": 48}), (8, {"micro_batch_size": 64, "grad_accum_steps": 1})]:
+        with pytest.raises(RaeditError, match=r"global_batch_size=1024 doesn't split into") as error:
+            split(world_size, global_batch_size=1024, **batch)
+        assert "\n" not in str(error.value)
+
+
+def test_the_stage1_recipe_states_the_papers_global_batch():
+    from raedit.train.stage1 import Stage1Config
+
+    config = load_config(Stage1Config, "stage1/dinov2-b_decoder-xl")
+    assert config.train.global_batch_size == 512 and config.train.for_processes(8).micro_batch_size == 64
+    assert (config.disc_schedule.kind, config.disc_schedule.warmup_epochs, config.disc_schedule.decay_end_epoch,
+            config.disc_schedule.min_lr) == ("cosine", 1, 16, 2e-5)

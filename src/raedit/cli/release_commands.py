@@ -1,4 +1,5 @@
-"""`raedit import-official`, `raedit pull`: the paper's released models in raedit's layout."""
+"""`raedit import-official`, `raedit pull`: the paper's released models in raedit's layout;
+`raedit import-diffusers`, `raedit export-diffusers`: autoencoders to and from diffusers' AutoencoderRAE."""
 
 from __future__ import annotations
 
@@ -30,6 +31,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            f"instead of downloading")
     pull.set_defaults(func=run_pull)
 
+    from_diffusers = subparsers.add_parser("import-diffusers",
+                                           help="a diffusers AutoencoderRAE (directory or hub id) as a raedit RAE")
+    from_diffusers.add_argument("source", help="e.g. nyu-visionx/RAE-dinov2-wReg-base-ViTXL-n08, or a local directory")
+    from_diffusers.add_argument("--out", required=True, help="the RAE directory to write (with its encoder/)")
+    from_diffusers.set_defaults(func=run_import_diffusers)
+
+    to_diffusers = subparsers.add_parser("export-diffusers", help="a raedit RAE as a diffusers AutoencoderRAE")
+    to_diffusers.add_argument("rae", help="a saved RAE directory (its encoder's weights are loaded)")
+    to_diffusers.add_argument("--out", required=True, help="the directory to write, for AutoencoderRAE.from_pretrained")
+    to_diffusers.set_defaults(func=run_export_diffusers)
+
 
 def run_import_official(args: argparse.Namespace) -> int:
     from raedit.jobs.import_official import import_official
@@ -48,4 +60,18 @@ def run_pull(args: argparse.Namespace) -> int:
     for name, directory in pull(args.preset, out, args.local_dir).items():
         print(f"{name}: {directory}")
     print(f"sample with the official settings: {sample_command(args.preset, out)}")
+    return 0
+
+
+def run_import_diffusers(args: argparse.Namespace) -> int:
+    from raedit.interop.diffusers_rae import import_diffusers_rae
+
+    print(f"rae: {import_diffusers_rae(args.source, args.out)}")
+    return 0
+
+
+def run_export_diffusers(args: argparse.Namespace) -> int:
+    from raedit.interop.diffusers_rae import export_diffusers_rae
+
+    print(f"diffusers AutoencoderRAE: {export_diffusers_rae(args.rae, args.out)}")
     return 0

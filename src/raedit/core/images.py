@@ -15,7 +15,6 @@ from PIL import Image
 
 from raedit.core.errors import RaeditError
 
-
 ROUNDINGS = ("truncate", "nearest")
 
 

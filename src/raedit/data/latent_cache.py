@@ -3,13 +3,20 @@
 `raedit cache-latents` (`raedit.jobs.cache_latents`) writes it: shard k holds the data set's items
 [k * shard_size, (k + 1) * shard_size) (and, with `hflip`, their mirror images), and `manifest.json`, written last,
 lists the shards; a cache without one is incomplete.
+
+An item is an image, flipped or not: a cache with mirror images has as many items as images, and each pass
+(`set_epoch`) draws one of the two versions of every image, as the official training's random horizontal flip
+does on the fly. So an epoch is one pass over the images, whatever the cache holds, and an "800 epoch" recipe
+means 800 passes over ImageNet.
 """
 
 from __future__ import annotations
 
 import bisect
 import json
+import random
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -27,7 +34,8 @@ def shard_path(directory: Path, index: int) -> Path:
 
 
 class LatentCache(Dataset):
-    """A finished cache as a data set: item i is (raw latents C x h x w float32, label)."""
+    """A finished cache as a data set: item i is (raw latents C x h x w float32, label) of image i; with mirror
+    images stored, the version (flipped or not) drawn for this pass from (seed, epoch, i)."""
 
     def __init__(self, directory: str | Path, max_open_shards: int = 8) -> None:
         self.directory = Path(directory)
@@ -39,7 +47,10 @@ class LatentCache(Dataset):
         self.latent_shape = tuple(self.manifest["latent_shape"])
         self.encoder = self.manifest["encoder"]
         self.num_classes = int(self.manifest["num_classes"])
-        counts = [shard["count"] for shard in self.manifest["shards"]]
+        self.hflip = bool(self.manifest.get("hflip", False))
+        self.epoch, self.seed = 0, 0
+        # Images per shard: a shard with mirror images holds each of its images twice.
+        counts = [shard["count"] // (2 if self.hflip else 1) for shard in self.manifest["shards"]]
         self.starts = [sum(counts[:k]) for k in range(len(counts))]
         self.length = sum(counts)
         self.max_open_shards = max_open_shards
@@ -48,11 +59,24 @@ class LatentCache(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def set_epoch(self, epoch: int, seed: int = 0) -> None:
+        """Draw this pass's versions of the images (with mirror images; otherwise nothing changes)."""
+        self.epoch, self.seed = epoch, seed
+
+    def stored_latents(self) -> Iterator[torch.Tensor]:
+        """Every latent the cache stores (mirror images included), a shard at a time: N x C x h x w float32."""
+        for shard in self.manifest["shards"]:
+            with safe_open(str(self.directory / shard["file"]), "pt") as handle:
+                yield handle.get_tensor("latents").float()
+
     def _shard(self, k: int) -> dict[str, torch.Tensor]:
         if k not in self._open:
             path = self.directory / self.manifest["shards"][k]["file"]
             with safe_open(str(path), "pt") as handle:
-                self._open[k] = {name: handle.get_tensor(name) for name in ("latents", "labels")}
+                names = ("latents", "labels", "indices", "flipped") if self.hflip else ("latents", "labels")
+                self._open[k] = {name: handle.get_tensor(name) for name in names}
+            if self.hflip:
+                self._open[k]["versions"] = _versions(self._open[k], path)
             if len(self._open) > self.max_open_shards:
                 self._open.popitem(last=False)
         self._open.move_to_end(k)
@@ -64,4 +88,15 @@ class LatentCache(Dataset):
         k = bisect.bisect_right(self.starts, index) - 1
         shard = self._shard(k)
         offset = index - self.starts[k]
+        if self.hflip:
+            flipped = random.Random((self.seed * 1_000_003 + self.epoch) * 1_000_003 + index).random() < 0.5
+            offset = int(shard["versions"][offset, int(flipped)])
         return shard["latents"][offset].float(), int(shard["labels"][offset])
+
+
+def _versions(shard: dict[str, torch.Tensor], path: Path) -> torch.Tensor:
+    """(images, 2): the positions of each image's latents and of its mirror image's in a shard."""
+    plain, mirrored = (~shard["flipped"]).nonzero().flatten(), shard["flipped"].nonzero().flatten()
+    if len(plain) != len(mirrored) or not torch.equal(shard["indices"][plain], shard["indices"][mirrored]):
+        raise RaeditError(f"{path}: the mirror images don't pair up with the images; re-create the cache")
+    return torch.stack([plain, mirrored], dim=1)

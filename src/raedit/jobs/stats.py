@@ -65,10 +65,10 @@ def compute_latent_stats(config: StatsConfig) -> RunningMoments:
 
 
 def latent_stats_from_cache(cache_dir: str | Path) -> RunningMoments:
-    """Mean and variance per position and channel of a finished latent cache (what `compute_latent_stats` gives
-    for the cached images, without encoding them again)."""
+    """Mean and variance per position and channel of every latent a finished cache stores, mirror images
+    included (what `compute_latent_stats` gives for the cached images, without encoding them again)."""
     cache = LatentCache(cache_dir)
     moments = RunningMoments(cache.latent_shape)
-    for latents, _ in DataLoader(cache, batch_size=512):
+    for latents in cache.stored_latents():
         moments.update(latents)
     return moments

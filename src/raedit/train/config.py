@@ -6,7 +6,10 @@ turns them into optimizer steps once it knows the number of steps per epoch.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+
+from raedit.core.errors import RaeditError
 
 
 @dataclass
@@ -26,7 +29,8 @@ class OptimConfig:
 class ScheduleConfig:
     """Learning-rate factor over training.
 
-    kind: "constant" | "cosine" (linear warm-up, then cosine to `min_lr`) |
+    kind: "constant" | "cosine" (linear warm-up, then cosine to `min_lr` at `decay_end_epoch`, or at the end of
+    training when that is null) |
     "linear_decay" (linear warm-up, constant until `decay_start_epoch`, then linear to `min_lr` at
     `decay_end_epoch`, or at the end of training when that is null).
     """
@@ -91,8 +95,13 @@ class TrainLoopConfig:
     """The generic loop: data, accumulation, duration, and the pieces above."""
 
     epochs: int = 1
-    micro_batch_size: int = 32  # per process
-    grad_accum_steps: int = 1  # micro-batches per optimizer step
+    # The batch of one optimizer step over all processes, as the paper states it (512 for the decoder, 1024 for
+    # stage 2): each process then takes global / (processes x grad_accum_steps) samples a micro-batch, or, with
+    # micro_batch_size given, global / (processes x micro_batch_size) accumulation steps. null: micro_batch_size
+    # (default 32) and grad_accum_steps (default 1) per process, whatever the number of processes.
+    global_batch_size: int | None = None
+    micro_batch_size: int | None = None  # samples a process takes at once
+    grad_accum_steps: int | None = None  # micro-batches per optimizer step
     seed: int = 0
     num_workers: int = 0
     drop_last: bool = True  # drop the ragged end of each process's shard
@@ -104,3 +113,24 @@ class TrainLoopConfig:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def for_processes(self, world_size: int) -> "TrainLoopConfig":
+        """This config with micro_batch_size and grad_accum_steps set for `world_size` processes (see
+        `global_batch_size`); a global batch that doesn't split evenly is a `RaeditError`."""
+        micro, accum, total = self.micro_batch_size, self.grad_accum_steps, self.global_batch_size
+        if any(value is not None and value < 1 for value in (micro, accum, total)):
+            raise RaeditError("train.global_batch_size, micro_batch_size and grad_accum_steps must be at least 1")
+        if total is None:
+            return dataclasses.replace(self, micro_batch_size=micro or 32, grad_accum_steps=accum or 1)
+        if micro is None:
+            accum = accum or 1
+            micro, rest = divmod(total, world_size * accum)
+        elif accum is None:
+            accum, rest = divmod(total, world_size * micro)
+        else:  # both given: they must make up the global batch
+            rest = total - world_size * micro * accum
+        if rest or not accum or not micro:
+            raise RaeditError(f"train.global_batch_size={total} doesn't split into {world_size} processes x "
+                              f"micro_batch_size={micro or '?'} x grad_accum_steps={accum or '?'}: choose the "
+                              f"number of processes, or micro_batch_size or grad_accum_steps, so that it does")
+        return dataclasses.replace(self, micro_batch_size=micro, grad_accum_steps=accum)

@@ -98,7 +98,7 @@ class Phase:
     scheduler: LRSchedule | None = None
     ema: EMA | None = None
     grad_clip: float = 0.0
-    start_epoch: int = 0  # the phase takes no steps before this epoch (its schedule still advances)
+    start_epoch: int = 0  # the phase takes no steps before this epoch, and its schedule counts only its own steps
 
 
 @dataclass
@@ -113,6 +113,7 @@ class LoopResult:
 
 def steps_per_epoch(dataset_size: int, config: TrainLoopConfig, world_size: int) -> int:
     """Optimizer steps in one epoch: each process's shard, cut into groups of accumulated micro-batches."""
+    config = config.for_processes(world_size)
     shard = dataset_size // world_size if config.drop_last else -(-dataset_size // world_size)
     return shard // (config.micro_batch_size * config.grad_accum_steps)
 
@@ -203,8 +204,7 @@ class TrainLoop:
         names = [phase.name for phase in phases]
         if not phases or len(set(names)) != len(names):
             raise ValueError(f"phases need distinct names, got {names}")
-        if config.grad_accum_steps < 1 or config.micro_batch_size < 1:
-            raise RaeditError("micro_batch_size and grad_accum_steps must be at least 1")
+        config = config.for_processes(ctx.world_size)
         self.config = config
         self.ctx = ctx
         self.phases = phases
@@ -302,6 +302,8 @@ class TrainLoop:
     def _loader(self, epoch: int) -> DataLoader:
         start = self.progress.batch_in_epoch * self.config.micro_batch_size
         self.sampler.set_epoch(epoch, start=start)
+        if hasattr(self.dataset, "set_epoch"):  # a data set that draws per pass (a latent cache's flips)
+            self.dataset.set_epoch(epoch, self.config.seed)
         generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch * 1009 + self.ctx.rank)
         return DataLoader(
             self.dataset,
@@ -405,7 +407,7 @@ class TrainLoop:
             logged[f"{phase.name}/grad_norm"] = grad_norm.double()
             logged.update({f"{phase.name}/{k}": v / num_micro for k, v in part_sums.items()})
         for phase in self.phases:
-            if phase.scheduler is not None:
+            if phase.scheduler is not None and epoch >= phase.start_epoch:
                 logged[f"{phase.name}/lr"] = phase.scheduler.get_last_lr()[0]
                 phase.scheduler.step()
         return logged

@@ -22,7 +22,7 @@ class LRSchedule:
     Piecewise: linear warm-up from 0 over `warmup_steps` (factor (s + 1) / warmup_steps), then by kind:
     - "constant": 1;
     - "cosine": min_ratio + (1 - min_ratio) * (1 + cos(pi * p)) / 2, p going 0 -> 1 from the end of the
-      warm-up to `total_steps` (recipe, stage 1: 2e-4 -> 2e-5 after 1 warm-up epoch);
+      warm-up to `decay_end` (recipe, stage 1: 2e-4 -> 2e-5 after 1 warm-up epoch);
     - "linear_decay": 1 until `decay_start`, then linearly to min_ratio at `decay_end`
       (recipe, stage 2: constant for 40 epochs, then linear to 2e-5 at epoch 800).
     After the end the factor stays at min_ratio.
@@ -58,7 +58,7 @@ class LRSchedule:
         if self.kind == "constant":
             return 1.0
         if self.kind == "cosine":
-            span = max(self.total_steps - self.warmup_steps, 1)
+            span = max(self.decay_end - self.warmup_steps, 1)
             progress = min((step - self.warmup_steps) / span, 1.0)
             return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
         if step < self.decay_start:

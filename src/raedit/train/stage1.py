@@ -3,8 +3,10 @@
 Two phases per optimizer step, on the shared `TrainLoop`:
   decoder:        L1 + w_p * perceptual (+ w_g * lambda_adaptive * GAN from `loss.gan_start_epoch`), on
                   noise-augmented latents (Sec. 4.3); EMA of the decoder weights.
-  discriminator:  hinge loss on real vs. the decoder's (8-bit quantized) reconstructions of the same step,
-                  from `loss.disc_start_epoch`; its heads' gradients are all-reduced like the decoder's.
+  discriminator:  hinge loss on real vs. (8-bit quantized) reconstructions of the same images re-decoded after the
+                  decoder's step, without latent noise (as the official train_stage1.py), from
+                  `loss.disc_start_epoch`, at a learning rate of its own schedule (`disc_schedule`) that advances
+                  only on its updates; its heads' gradients are all-reduced like the decoder's.
 At the end, the EMA decoder is written as a complete RAE (`<run>/rae/`) and scored on held-out images. The EMA
 decoder lives in a second RAE that shares the frozen encoder (`ema_rae`): previews and the export use it directly.
 """
@@ -35,7 +37,7 @@ from raedit.losses import (
     generator_adversarial_loss,
     l1_loss,
 )
-from raedit.train.config import EMAConfig, TrainLoopConfig
+from raedit.train.config import EMAConfig, ScheduleConfig, TrainLoopConfig
 from raedit.train.ema import EMA
 from raedit.train.loop import LoopResult, Phase, StepContext, TrainLoop, steps_per_epoch
 from raedit.train.optim import build_adamw
@@ -55,6 +57,11 @@ class Stage1Config:
     eval_data: DataConfig = field(default_factory=lambda: DataConfig(split="test"))
     loss: DecoderLossConfig = field(default_factory=DecoderLossConfig)
     train: TrainLoopConfig = field(default_factory=lambda: TrainLoopConfig(ema=EMAConfig(decay=0.9978)))
+    # The discriminator's learning rate over its own updates, in epochs counted from loss.disc_start_epoch: the
+    # official cosine with 1 warm-up epoch from 0 and 2e-4 -> 2e-5 at its 16th epoch (so after the recipe's 10
+    # epochs of updates it is about 8e-5).
+    disc_schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(
+        kind="cosine", warmup_epochs=1, min_lr=2e-5, decay_end_epoch=16))
     run_dir: str = "runs/stage1"
     preview_images: int = 16  # held-out images reconstructed into a grid every logging.image_every_steps
     eval_images: int = 256  # held-out images scored (PSNR, SSIM) at the end
@@ -88,7 +95,6 @@ class DecoderTraining:
                 raise RaeditError(f"{name}.resolution is {data.resolution}, but the decoder outputs {height}x{width} "
                                   "(token grid x decoder_patch_size): the target images must match")
         self.ema_rae = RAE(config.autoencoder, encoder=self.rae.encoder).to(ctx.device).eval()
-        self.reconstructions: list[torch.Tensor] = []  # this step's, per micro-batch, for the discriminator
         loss = config.loss
         self.perceptual = build_perceptual_loss(loss.perceptual, loss.vgg_weights).to(ctx.device)
         discriminator = build_discriminator(loss.discriminator_backbone, loss.discriminator_input_size,
@@ -111,7 +117,8 @@ class DecoderTraining:
                   EMA(self.decoder, train.ema.decay, self.ema_rae.decoder) if train.ema.enabled else None,
                   train.optim.grad_clip),
             Phase("discriminator", self.discriminator, disc_optimizer, self.discriminator_loss,
-                  build_schedule(disc_optimizer, train.schedule, per_epoch, train.epochs),
+                  build_schedule(disc_optimizer, self.config.disc_schedule, per_epoch,
+                                 max(train.epochs - loss.disc_start_epoch, 1)),
                   None, train.optim.grad_clip, start_epoch=loss.disc_start_epoch),
         ]
 
@@ -120,9 +127,6 @@ class DecoderTraining:
         images = batch[0]
         loss = self.config.loss
         reconstruction = self.rae.decode(self.rae.encode(images), clamp=False, decoder=self.decoder)
-        if ctx.micro_index == 0:
-            self.reconstructions.clear()
-        self.reconstructions.append(reconstruction.detach())
         l1 = l1_loss(reconstruction, images)
         perceptual = self.perceptual(reconstruction, images)
         reconstruction_loss = l1 + loss.perceptual_weight * perceptual
@@ -138,12 +142,22 @@ class DecoderTraining:
         return reconstruction_loss + loss.gan_weight * weight * gan, parts
 
     def discriminator_loss(self, batch: tuple, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Hinge loss on this step's real images and the decoder's reconstructions of them."""
-        reconstruction = self.reconstructions[ctx.micro_index].clamp(0.0, 1.0)
+        """Hinge loss on this step's real images and their reconstructions by the decoder as it is after its step:
+        clean latents (no noise augmentation), decoder in eval mode, no gradients (official train_stage1.py)."""
+        reconstruction = self.clean_reconstructions(batch[0])
         loss = self.config.loss
         value = discriminator_loss(self.discriminator, batch[0], reconstruction, loss.diffaug_translation,
                                    loss.diffaug_color)
         return value, {}
+
+    @torch.no_grad()
+    def clean_reconstructions(self, images: torch.Tensor) -> torch.Tensor:
+        """Reconstructions in [0, 1] of `images` by the live decoder, in eval mode, from noise-free latents."""
+        self.decoder.eval()
+        try:
+            return self.rae.decode(self.rae.normalize(self.rae.encode_raw(images)), decoder=self.decoder)
+        finally:
+            self.decoder.train()
 
     @torch.no_grad()
     def eval_rae(self, ema: EMA | None) -> RAE:

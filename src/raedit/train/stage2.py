@@ -200,11 +200,12 @@ class DiffusionTraining:
         return DenoiserInfo(self.architecture, self.alpha, self.config.rae, self.rae.config.encoder)
 
     def latents_of(self, batch: Any) -> Tensor:
-        """Normalized latents (B, C, h, w) of a batch: encoded images, or raw cached latents normalized."""
+        """Normalized latents (B, C, h, w) in fp32 of a batch: encoded images (in fp32, outside any bf16 autocast
+        of the training step, as the official train.py), or raw cached latents normalized."""
         if self.config.latents is None:
-            with torch.no_grad():
-                return self.rae.encode(batch[0])
-        return self.rae.normalize(batch[0])
+            with torch.no_grad(), torch.autocast(self.ctx.device.type, enabled=False):
+                return self.rae.encode(batch[0].float())
+        return self.rae.normalize(batch[0].float())
 
     def phase(self, num_items: int) -> Phase:
         train = self.config.train
