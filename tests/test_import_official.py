@@ -25,7 +25,7 @@ from raedit.core.errors import RaeditError
 from raedit.diffusion.denoiser_io import DenoiserInfo, load_denoiser, read_denoiser_info, save_denoiser
 from raedit.diffusion.flow import shift_alpha
 from raedit.encoders import decode_only_encoder
-from raedit.jobs.import_official import import_official, import_rae, pull
+from raedit.jobs.import_official import import_official, import_rae, infer_encoder, pull
 from raedit.jobs.releases import PRESETS
 
 PRESET = PRESETS["ditdh-xl-256-ag"]
@@ -167,3 +167,23 @@ def test_pull_without_a_network_says_how_to_use_a_local_copy(tmp_path, monkeypat
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(RaeditError, match="cannot download .* --from DIR"):
         pull("ditdh-xl-256", tmp_path)
+
+
+def test_the_encoder_of_each_released_decoder_comes_from_its_path():
+    paths = {"dinov2-b": PRESETS["rae-dinov2-b-256"].decoder, "siglip2-b": PRESETS["rae-siglip2-b-256"].decoder,
+             "mae-b": PRESETS["rae-mae-b-256"].decoder}
+    for encoder, path in paths.items():
+        assert infer_encoder(768, path) == encoder
+    assert infer_encoder(384, "decoders/dinov2/wReg_small/ViTXL_n08/model.pt") == "dinov2-s"
+    assert infer_encoder(1024, "decoders/dinov2/wReg_large/ViTXL_n08/model.pt") == "dinov2-l"
+
+
+def test_a_decoder_preset_pulls_the_rae_alone(release, tmp_path, capsys):
+    chosen = PRESETS["rae-dinov2-b-256"]
+    assert (chosen.decoder, chosen.stats) == (PRESET.decoder, PRESET.stats)  # the files the release fixture wrote
+    code, out, err = cli(capsys, "pull", "rae-dinov2-b-256", "--from", release["models"], "--out", tmp_path / "r")
+    assert code == 0, err
+    assert out.splitlines() == [f"rae: {tmp_path / 'r' / 'rae'}"]  # no denoiser, so no sampling command
+    latents = torch.randn(1, *LATENT_SHAPE)
+    torch.testing.assert_close(RAE.from_pretrained(tmp_path / "r" / "rae", decode_only=True).decode(latents),
+                               release["rae"].decode(latents), rtol=0, atol=0)

@@ -70,6 +70,17 @@ def test_npz_is_adm_style_and_the_grid_has_a_column_per_class(models, tmp_path):
     assert grid.size == (10 * 34 + 2, 2 * 34 + 2)  # 10 columns (classes) x 2 rows, 2 px padding
 
 
+def test_floats_become_uint8_by_truncation_as_the_official_sampler(models, tmp_path):
+    from raedit.core.images import quantize
+
+    values = torch.tensor([0.0, 0.3, 0.999, 1.5, -0.2, 128 / 255])
+    assert quantize(values).tolist() == (values.clamp(0, 1) * 255).to(torch.uint8).tolist() == [0, 76, 254, 255, 0, 128]
+    assert quantize(values, "nearest").tolist() == [0, 76, 255, 255, 0, 128]
+    truncated, nearest = run(models, tmp_path, "t")["arr_0"], run(models, tmp_path, "n", rounding="nearest")["arr_0"]
+    difference = nearest.astype(int) - truncated.astype(int)
+    assert set(np.unique(difference)) <= {0, 1} and 0.3 < difference.mean() < 0.7  # the same images, half a level
+
+
 @pytest.mark.parametrize("sampler", ["euler", "sde"])
 def test_samples_do_not_depend_on_the_batch_size(models, tmp_path, sampler):
     three = run(models, tmp_path, "three", batch_size=3, sampler=sampler, label_sampling="random")

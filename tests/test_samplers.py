@@ -115,3 +115,19 @@ def test_sampler_calls_velocity_with_per_sample_times():
     assert [t[0].item() for t in seen] == [1.0, 0.5, 0.5, 0.0]
     with pytest.raises(RaeditError, match="unknown sampler"):
         sample(velocity, torch.zeros(1, 4, 2, 2), "dpm", 2)
+
+
+def test_the_default_sampling_grid_is_the_official_one():
+    """The official sampler: t = 1 - linspace(0, 1 - 1/1000, 50) in float32, shifted, 49 Euler steps, and the
+    latent at the last point (about 0.0069 at 256 px) decoded as it is."""
+    from raedit.diffusion.samplers import OFFICIAL_T_END
+    from raedit.jobs.sample import SampleConfig
+
+    defaults = SampleConfig(ckpt="unused")
+    assert (defaults.steps, defaults.t_end, defaults.sampler) == (49, OFFICIAL_T_END, "euler")
+    alpha = math.sqrt(768 * 16 * 16 / 4096)
+    t = 1 - torch.linspace(0, 1 - 1 / 1000, 50)
+    official = alpha * t / (1 + (alpha - 1) * t)
+    grid = time_grid(defaults.steps, alpha, defaults.t_end)
+    torch.testing.assert_close(grid.float(), official, rtol=0, atol=1e-6)
+    assert float(grid[-1]) == pytest.approx(0.00689, abs=1e-5)

@@ -59,7 +59,9 @@ def run_pull(args: argparse.Namespace) -> int:
     out = args.out or f"models/{args.preset}"
     for name, directory in pull(args.preset, out, args.local_dir).items():
         print(f"{name}: {directory}")
-    print(f"sample with the official settings: {sample_command(args.preset, out)}")
+    command = sample_command(args.preset, out)
+    if command is not None:
+        print(f"sample with the official settings: {command}")
     return 0
 
 

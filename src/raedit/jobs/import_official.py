@@ -138,10 +138,13 @@ def pull(preset: str, out: str | Path, local_dir: str | Path | None = None) -> d
     return import_official(out, **files)
 
 
-def sample_command(preset: str, out: str | Path) -> str:
-    """The `raedit sample` command of the official sampling config of `preset`, for its import in `out`."""
+def sample_command(preset: str, out: str | Path) -> str | None:
+    """The `raedit sample` command of the official sampling config of `preset`, for its import in `out` (None for
+    a preset without a denoiser)."""
     out, chosen = Path(out), PRESETS[preset]
+    if chosen.denoiser is None:
+        return None
     parts = ["raedit sample --ckpt", str(out / DENOISER_DIR)]
     if chosen.guide:
         parts += ["--guide-ckpt", str(out / GUIDE_DIR)]
-    return " ".join(parts + [chosen.sample_options, "--num 50000"] if chosen.sample_options else parts + ["--num 50000"])
+    return " ".join([*parts, *filter(None, [chosen.sample_options]), "--num 50000"])
