@@ -1,4 +1,4 @@
-"""Diffusers' AutoencoderRAE to and from raedit's RAE (`raedit.interop.diffusers_rae`), on tiny random models that
+"""Diffusers' AutoencoderRAE to and from raedit's RAE (`raedit.jobs.diffusers_rae`), on tiny random models that
 diffusers builds itself: the imported RAE encodes and decodes as the diffusers model, and its export loads back
 into diffusers with every tensor in place and decodes the same.
 
@@ -18,7 +18,7 @@ from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel
 
 from raedit.autoencoder import RAE, AutoencoderConfig
 from raedit.core.errors import RaeditError
-from raedit.interop.diffusers_rae import export_diffusers_rae, import_diffusers_rae
+from raedit.jobs.diffusers_rae import export_diffusers_rae, import_diffusers_rae
 
 CHANNELS = 64  # the smallest encoder diffusers builds (heads of 64 channels)
 TINY = {"encoder_hidden_size": CHANNELS, "encoder_num_hidden_layers": 2, "decoder_hidden_size": 32,
@@ -85,6 +85,9 @@ def test_import_and_export_keep_encode_and_decode(tmp_path, encoder_type):
     assert_close(torch.sqrt(rae.latent_var + rae.config.stats_eps), (vae._latents_std + 1e-5) / SCALING_FACTOR,
                  rtol=1e-6, atol=0)
     assert_same_autoencoder(rae, vae, rae.latent_shape)
+    decode_only = RAE.from_pretrained(tmp_path / "raedit", decode_only=True)  # the width the RAE was saved with
+    latents = torch.randn(2, *rae.latent_shape)
+    assert_close(decode_only.decode(latents, clamp=False), rae.decode(latents, clamp=False), rtol=0, atol=0)
 
     export_diffusers_rae(tmp_path / "raedit", tmp_path / "back")
     back, loading = AutoencoderRAE.from_pretrained(tmp_path / "back", output_loading_info=True)

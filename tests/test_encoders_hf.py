@@ -304,3 +304,18 @@ def test_dinov2_at_448_gives_the_32_by_32_tokens_of_the_512_px_model(checkpoint_
     assert tokens.shape == (1, 32 * 32, encoder.channels)
     with pytest.raises(RaeditError, match="multiple of the patch size 14"):
         build_encoder("dinov2-b", weights=str(checkpoint_dirs["dinov2-b"]), input_size=450)
+
+
+@pytest.mark.parametrize("name", [*FAMILIES, "effnet-lite0", "pixels-p16"])
+def test_the_decode_only_stand_in_denormalizes_as_the_encoder(name: str, checkpoint_dirs: dict[str, Path]) -> None:
+    """Sampling decodes with `decode_only_encoder` (the registry's pixel normalization, no weights): the same
+    de-normalization as the encoder built from its weights, so the two can't drift apart."""
+    from raedit.encoders import decode_only_encoder
+
+    built = build_encoder(name, weights=str(checkpoint_dirs[name]) if name in checkpoint_dirs else None)
+    stand_in = decode_only_encoder(name, channels=built.channels)  # the tiny test models are narrower
+    pixels = torch.randn(1, 3, 4, 4)
+    torch.testing.assert_close(stand_in.denormalize(pixels), built.denormalize(pixels), rtol=0, atol=0)
+    assert (stand_in.input_size, stand_in.grid) == (built.input_size, built.grid)
+    with pytest.raises(RaeditError, match="not loaded"):
+        stand_in.encode(torch.rand(1, 3, 32, 32))

@@ -187,3 +187,14 @@ def test_a_decoder_preset_pulls_the_rae_alone(release, tmp_path, capsys):
     latents = torch.randn(1, *LATENT_SHAPE)
     torch.testing.assert_close(RAE.from_pretrained(tmp_path / "r" / "rae", decode_only=True).decode(latents),
                                release["rae"].decode(latents), rtol=0, atol=0)
+
+
+def test_a_saved_denoisers_weights_file_loads_as_its_directory_and_a_malformed_file_is_one_error(release, tmp_path):
+    _, info = load_denoiser(release["native"] / "denoiser" / "model.safetensors")
+    assert info.rae == str(release["native"] / "rae")  # the saved denoiser, not an official file
+    torch.save({"pos_embed": torch.zeros(4), "s_embedder.proj.weight": torch.zeros(2)}, tmp_path / "odd.pt")
+    with pytest.raises(RaeditError, match="'pos_embed' has shape"):
+        load_denoiser(tmp_path / "odd.pt")
+    torch.save({"decoder_embed.weight": torch.zeros(3)}, tmp_path / "decoder.pt")
+    with pytest.raises(RaeditError, match="no 2-d 'decoder_embed.weight'"):
+        import_rae(tmp_path / "decoder.pt", tmp_path / "decoder.pt", tmp_path / "r", encoder="dinov2-b")

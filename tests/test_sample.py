@@ -76,6 +76,9 @@ def test_floats_become_uint8_by_truncation_as_the_official_sampler(models, tmp_p
     values = torch.tensor([0.0, 0.3, 0.999, 1.5, -0.2, 128 / 255])
     assert quantize(values).tolist() == (values.clamp(0, 1) * 255).to(torch.uint8).tolist() == [0, 76, 254, 255, 0, 128]
     assert quantize(values, "nearest").tolist() == [0, 76, 255, 255, 0, 128]
+    levels = torch.arange(256, dtype=torch.uint8)
+    for rounding in ("truncate", "nearest"):  # a uint8 image / 255 comes back exactly either way
+        assert torch.equal(quantize(levels.float() / 255, rounding), levels)
     truncated, nearest = run(models, tmp_path, "t")["arr_0"], run(models, tmp_path, "n", rounding="nearest")["arr_0"]
     difference = nearest.astype(int) - truncated.astype(int)
     assert set(np.unique(difference)) <= {0, 1} and 0.3 < difference.mean() < 0.7  # the same images, half a level

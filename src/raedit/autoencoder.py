@@ -59,11 +59,12 @@ class AutoencoderConfig:
         if self.noise_tau < 0:
             raise RaeditError(f"noise_tau must be >= 0, got {self.noise_tau}")
 
-    def build_encoder(self, decode_only: bool = False) -> Encoder:
+    def build_encoder(self, decode_only: bool = False, channels: int | None = None) -> Encoder:
         """The frozen encoder this config names, at its input size. decode_only: without its weights (its shape
-        and pixel normalization only, enough to decode), unless it has none to load."""
+        and pixel normalization only, enough to decode; `channels` wide, default the registry's), unless it has
+        none to load."""
         if decode_only and get_spec(self.encoder).source != NO_WEIGHTS:
-            return decode_only_encoder(self.encoder, self.encoder_input_size)
+            return decode_only_encoder(self.encoder, self.encoder_input_size, channels)
         options = {"input_size": self.encoder_input_size} if self.encoder_input_size else {}
         return build_encoder(self.encoder, self.encoder_weights, **options)
 
@@ -207,7 +208,7 @@ class RAE(nn.Module):
         except TypeError as error:
             raise RaeditError(f"{config_path}: {error}") from None
         if encoder is None and decode_only:
-            encoder = config.build_encoder(decode_only=True)
+            encoder = config.build_encoder(decode_only=True, channels=latent_shape[0])
         rae = cls(config, encoder)
         if rae.latent_shape != latent_shape:
             raise RaeditError(f"{config_path.parent} was saved for latents {latent_shape}, but encoder "

@@ -66,14 +66,14 @@ def run_pull(args: argparse.Namespace) -> int:
 
 
 def run_import_diffusers(args: argparse.Namespace) -> int:
-    from raedit.interop.diffusers_rae import import_diffusers_rae
+    from raedit.jobs.diffusers_rae import import_diffusers_rae
 
     print(f"rae: {import_diffusers_rae(args.source, args.out)}")
     return 0
 
 
 def run_export_diffusers(args: argparse.Namespace) -> int:
-    from raedit.interop.diffusers_rae import export_diffusers_rae
+    from raedit.jobs.diffusers_rae import export_diffusers_rae
 
     print(f"diffusers AutoencoderRAE: {export_diffusers_rae(args.rae, args.out)}")
     return 0

@@ -1,7 +1,9 @@
 """Pixels: float images in [0, 1] <-> uint8, and image grids.
 
 `quantize` is the one float -> uint8 conversion of raedit. Every saved image, every sample file and every image a
-metric reads (FID, rFID, PSNR of saved reconstructions) goes through it, so they all describe the same pixels.
+metric reads (FID, rFID, PSNR of saved reconstructions) goes through it, so they all describe the same pixels. A
+network's output (samples, reconstructions) is truncated as the official code and the ADM suite do; an image
+resized from a uint8 one (a built-in reference) is rounded, as PIL rounds the ADM reference batches.
 """
 
 from __future__ import annotations

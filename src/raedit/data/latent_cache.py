@@ -63,11 +63,13 @@ class LatentCache(Dataset):
         """Draw this pass's versions of the images (with mirror images; otherwise nothing changes)."""
         self.epoch, self.seed = epoch, seed
 
-    def stored_latents(self) -> Iterator[torch.Tensor]:
-        """Every latent the cache stores (mirror images included), a shard at a time: N x C x h x w float32."""
+    def stored_latents(self, batch_size: int = 512) -> Iterator[torch.Tensor]:
+        """Every latent the cache stores (mirror images included), in batches: B x C x h x w float32."""
         for shard in self.manifest["shards"]:
             with safe_open(str(self.directory / shard["file"]), "pt") as handle:
-                yield handle.get_tensor("latents").float()
+                latents = handle.get_slice("latents")
+                for start in range(0, shard["count"], batch_size):
+                    yield latents[start:start + batch_size].float()
 
     def _shard(self, k: int) -> dict[str, torch.Tensor]:
         if k not in self._open:
@@ -89,7 +91,7 @@ class LatentCache(Dataset):
         shard = self._shard(k)
         offset = index - self.starts[k]
         if self.hflip:
-            flipped = random.Random((self.seed * 1_000_003 + self.epoch) * 1_000_003 + index).random() < 0.5
+            flipped = random.Random((self.seed << 80) + (self.epoch << 40) + index).random() < 0.5
             offset = int(shard["versions"][offset, int(flipped)])
         return shard["latents"][offset].float(), int(shard["labels"][offset])
 

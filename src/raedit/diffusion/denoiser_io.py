@@ -99,6 +99,12 @@ def _locate(path: str | Path) -> tuple[Path, Path]:
                       f"training checkpoint ({CONFIG_FILE} + EMA weights)")
 
 
+def _directory_of_saved_file(path: str | Path) -> Path:
+    """`path`, or the saved denoiser's directory when `path` is one of its files (e.g. its model.safetensors)."""
+    path = Path(path)
+    return path.parent if path.is_file() and (path.parent / CONFIG_FILE).is_file() else path
+
+
 def official_denoiser_info(config: DiTConfig) -> DenoiserInfo:
     """The description of a released official denoiser of architecture `config`: the shift of its latent shape."""
     return DenoiserInfo(config, shift_alpha(config.latent_shape))
@@ -106,7 +112,8 @@ def official_denoiser_info(config: DiTConfig) -> DenoiserInfo:
 
 def read_denoiser_info(path: str | Path) -> DenoiserInfo:
     """The description of the denoiser at `path` (as `load_denoiser` finds it), without its weights."""
-    if Path(path).is_file():
+    path = _directory_of_saved_file(path)
+    if path.is_file():
         return official_denoiser_info(read_official_denoiser(path)[0])
     config_file, _ = _locate(path)
     return DenoiserInfo.from_json(read_json(config_file, "model config"), config_file)
@@ -115,9 +122,10 @@ def read_denoiser_info(path: str | Path) -> DenoiserInfo:
 def load_denoiser(path: str | Path, device: torch.device | str = "cpu") -> tuple[Denoiser, DenoiserInfo]:
     """The model (in eval mode) and its description from an export directory, a run directory (its `model/`), a
     training checkpoint directory, or a released official checkpoint file."""
-    if Path(path).is_file():
+    path = _directory_of_saved_file(path)
+    if path.is_file():
         config, weights = read_official_denoiser(path)
-        info, weights_file, config_file = official_denoiser_info(config), Path(path), Path(path)
+        info, weights_file, config_file = official_denoiser_info(config), path, path
     else:
         config_file, weights_file = _locate(path)
         info = DenoiserInfo.from_json(read_json(config_file, "model config"), config_file)

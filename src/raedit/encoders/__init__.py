@@ -54,6 +54,7 @@ def build_encoder(name: str, weights: str | None = None, **kwargs) -> Encoder:
     return encoder.eval()
 
 
-def decode_only_encoder(name: str, input_size: int | None = None) -> Encoder:
-    """The shape and pixel normalization of encoder `name`, without its weights: enough for an RAE to decode."""
-    return DecodeOnlyEncoder(get_spec(name), input_size)
+def decode_only_encoder(name: str, input_size: int | None = None, channels: int | None = None) -> Encoder:
+    """The shape and pixel normalization of encoder `name`, without its weights: enough for an RAE to decode.
+    channels: the token width, when the weights an RAE was saved with are not the registry's size."""
+    return DecodeOnlyEncoder(get_spec(name), input_size, channels)

@@ -108,12 +108,12 @@ class DecodeOnlyEncoder(Encoder):
     decoder's output is de-normalized with. Sampling a denoiser runs on it, so it needs no encoder weights;
     encoding is an error."""
 
-    def __init__(self, spec: EncoderSpec, input_size: int | None = None) -> None:
+    def __init__(self, spec: EncoderSpec, input_size: int | None = None, channels: int | None = None) -> None:
         super().__init__(spec.pixel_mean, spec.pixel_std)
         self.name = spec.name
         self.input_size = input_size or spec.input_size
         self.patch_size = spec.patch_size
-        self.channels = spec.channels
+        self.channels = channels or spec.channels
 
     def forward_tokens(self, normalized: torch.Tensor) -> torch.Tensor:
         raise RaeditError(f"the {self.name} encoder was not loaded (decode only): load the RAE with its encoder "

@@ -88,10 +88,11 @@ class ReferenceStats:
 
 
 def builtin_reference_images(name: str, resolution: int, limit: int | None = None) -> np.ndarray:
-    """A built-in data set as uint8 N x R x R x 3, resized as training data is (`raedit.data.fashion_mnist.to_rgb`)."""
+    """A built-in data set as uint8 N x R x R x 3, resized as training data is (`raedit.data.fashion_mnist.to_rgb`)
+    and rounded to the nearest level, as PIL resizes the images of the ADM reference batches."""
     images, _ = load_fashion_mnist(BUILTIN_REFERENCES[name])
     images = images[:limit] if limit is not None else images
-    chunks = [to_uint8_hwc(to_rgb(images[start : start + 1000], resolution)) for start in range(0, len(images), 1000)]
+    chunks = [to_uint8_hwc(to_rgb(images[start : start + 1000], resolution), "nearest") for start in range(0, len(images), 1000)]
     return np.concatenate(chunks)
 
 

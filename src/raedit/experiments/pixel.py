@@ -71,7 +71,8 @@ def pixel_space(settings: Settings, work: Path) -> tuple[Path, Path]:
 
 
 def resized_npz(samples: Path, resolution: int) -> Path:
-    """The samples of an ADM npz resized (bilinear, antialiased when shrinking) to `resolution`."""
+    """The samples of an ADM npz resized (bilinear, antialiased when shrinking) to `resolution`, rounded to the
+    nearest level (the samples were truncated once already)."""
     with np.load(samples) as archive:
         images, labels = archive["arr_0"], archive["labels"]
     pixels = from_uint8_hwc(images)
@@ -79,7 +80,7 @@ def resized_npz(samples: Path, resolution: int) -> Path:
                            antialias=resolution < pixels.shape[-1])
     path = samples.with_name(f"{samples.stem}-{resolution}px.npz")
     with atomic_path(path) as temporary:
-        np.savez(temporary, arr_0=to_uint8_hwc(pixels), labels=labels)
+        np.savez(temporary, arr_0=to_uint8_hwc(pixels, "nearest"), labels=labels)
     return path
 
 

@@ -45,19 +45,20 @@ def official_decoder_config(state_dict: dict[str, torch.Tensor], heads: int | No
     """The architecture of an official decoder state dict, read off its tensors' shapes. The number of heads
     leaves no trace in the shapes: a (depth, width, MLP) of a named size takes that size's heads (the released
     B, L and XL decoders), any other needs `heads`."""
-    def shape(key: str) -> tuple[int, ...]:
-        if key not in state_dict:
-            raise RaeditError(f"not an official RAE decoder: the state dict has no {key!r}")
+    def shape(key: str, ndim: int) -> tuple[int, ...]:
+        if key not in state_dict or state_dict[key].ndim != ndim:
+            raise RaeditError(f"not an official RAE decoder: it has no {ndim}-d {key!r}")
         return tuple(state_dict[key].shape)
 
-    width, in_channels = shape("decoder_embed.weight")
+    width, in_channels = shape("decoder_embed.weight", 2)
     depth = len({key.split(".")[1] for key in state_dict if key.startswith("decoder_layers.")})
-    mlp_hidden = shape("decoder_layers.0.intermediate.dense.weight")[0]
-    tokens = shape("decoder_pos_embed")[1] - 1  # one extra position: the CLS token's
-    side, patch_size = math.isqrt(tokens), math.isqrt(shape("decoder_pred.weight")[0] // 3)
-    if side * side != tokens or 3 * patch_size**2 != shape("decoder_pred.weight")[0]:
-        raise RaeditError(f"not an official RAE decoder: {tokens} tokens or a head of "
-                          f"{shape('decoder_pred.weight')[0]} outputs is not a square grid of RGB patches")
+    mlp_hidden = shape("decoder_layers.0.intermediate.dense.weight", 2)[0]
+    tokens = shape("decoder_pos_embed", 3)[1] - 1  # one extra position: the CLS token's
+    outputs = shape("decoder_pred.weight", 2)[0]
+    side, patch_size = math.isqrt(tokens), math.isqrt(outputs // 3)
+    if side * side != tokens or 3 * patch_size**2 != outputs:
+        raise RaeditError(f"not an official RAE decoder: {tokens} tokens or a head of {outputs} outputs is not a "
+                          f"square grid of RGB patches")
     if heads is None:
         named = [size for size, (d, w, _, m) in DECODER_SIZES.items() if (d, w, m) == (depth, width, mlp_hidden)]
         if not named:

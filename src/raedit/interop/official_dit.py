@@ -79,10 +79,13 @@ def is_official_ditdh(state_dict: dict[str, torch.Tensor]) -> bool:
     return "s_embedder.proj.weight" in state_dict
 
 
-def _shape(state_dict: dict[str, torch.Tensor], key: str) -> tuple[int, ...]:
+def _shape(state_dict: dict[str, torch.Tensor], key: str, ndim: int | None = None) -> tuple[int, ...]:
     if key not in state_dict:
         raise RaeditError(f"not an official RAE denoiser: the state dict has no {key!r}")
-    return tuple(state_dict[key].shape)
+    shape = tuple(state_dict[key].shape)
+    if ndim is not None and len(shape) != ndim:
+        raise RaeditError(f"not an official RAE denoiser: {key!r} has shape {shape}")
+    return shape
 
 
 def _mlp_ratio(state_dict: dict[str, torch.Tensor], block: int, width: int) -> float:
@@ -98,7 +101,7 @@ def official_model_config(state_dict: dict[str, torch.Tensor]) -> DiTConfig:
     """The architecture (a `DiTDHConfig`, or a `DiTConfig` for a plain LightningDiT) of an official state dict,
     read off its tensors' shapes: widths from the embedders, depths from the blocks, heads from the RoPE tables
     (N x head_dim), classes from the label table (one extra row: the null class), qk-norm from its weights."""
-    _, tokens, width = _shape(state_dict, "pos_embed")
+    _, tokens, width = _shape(state_dict, "pos_embed", ndim=3)
     side = math.isqrt(tokens)
     if side * side != tokens:
         raise RaeditError(f"pos_embed has {tokens} positions: not a square token grid")

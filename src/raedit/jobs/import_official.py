@@ -30,15 +30,15 @@ from raedit.jobs.releases import PRESETS, RELEASE_REPO
 logger = logging.getLogger(__name__)
 
 RAE_DIR, DENOISER_DIR, GUIDE_DIR = "rae", "denoiser", "guide"
-# The family named in a release path (decoders/<family>/..., stats/<family>/...) -> its encoders by width.
-PATH_FAMILIES = {"dinov2": "dinov2", "siglip2": "siglip2", "mae": "mae"}
+# The encoder families a release path names (decoders/<family>/..., stats/<family>/...).
+PATH_FAMILIES = ("dinov2", "siglip2", "mae")
 
 
 def infer_encoder(channels: int, path: str | Path) -> str:
     """The encoder of a released decoder or statistics file: the family its release path names, the size its
     token width gives (DINOv2-S/B/L: 384/768/1024)."""
     parts = {part.lower() for part in Path(path).parts}
-    families = [family for key, family in PATH_FAMILIES.items() if key in parts]
+    families = [family for family in PATH_FAMILIES if family in parts]
     candidates = [name for name, spec in ENCODERS.items()
                   if families and name.startswith(families[0] + "-") and spec.channels == channels]
     if len(candidates) != 1:

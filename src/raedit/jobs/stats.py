@@ -66,7 +66,8 @@ def compute_latent_stats(config: StatsConfig) -> RunningMoments:
 
 def latent_stats_from_cache(cache_dir: str | Path) -> RunningMoments:
     """Mean and variance per position and channel of every latent a finished cache stores, mirror images
-    included (what `compute_latent_stats` gives for the cached images, without encoding them again)."""
+    included (for a cache without them, what `compute_latent_stats` gives for the cached images, without encoding
+    them again)."""
     cache = LatentCache(cache_dir)
     moments = RunningMoments(cache.latent_shape)
     for latents in cache.stored_latents():

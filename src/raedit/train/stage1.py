@@ -143,7 +143,7 @@ class DecoderTraining:
 
     def discriminator_loss(self, batch: tuple, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Hinge loss on this step's real images and their reconstructions by the decoder as it is after its step:
-        clean latents (no noise augmentation), decoder in eval mode, no gradients (official train_stage1.py)."""
+        clean latents (no noise augmentation), no gradients (official train_stage1.py)."""
         reconstruction = self.clean_reconstructions(batch[0])
         loss = self.config.loss
         value = discriminator_loss(self.discriminator, batch[0], reconstruction, loss.diffaug_translation,
@@ -152,12 +152,9 @@ class DecoderTraining:
 
     @torch.no_grad()
     def clean_reconstructions(self, images: torch.Tensor) -> torch.Tensor:
-        """Reconstructions in [0, 1] of `images` by the live decoder, in eval mode, from noise-free latents."""
-        self.decoder.eval()
-        try:
-            return self.rae.decode(self.rae.normalize(self.rae.encode_raw(images)), decoder=self.decoder)
-        finally:
-            self.decoder.train()
+        """Reconstructions in [0, 1] of `images` by the live decoder from noise-free latents (the official code
+        switches to eval mode for this, which only turns the noise off: the decoder has no train-mode layers)."""
+        return self.rae.decode(self.rae.normalize(self.rae.encode_raw(images)), decoder=self.decoder)
 
     @torch.no_grad()
     def eval_rae(self, ema: EMA | None) -> RAE:

@@ -1,4 +1,5 @@
-"""Diffusers' `AutoencoderRAE` to and from a raedit saved RAE, on the files alone (raedit does not import diffusers).
+"""`raedit import-diffusers`, `raedit export-diffusers`: diffusers' `AutoencoderRAE` to and from a raedit saved RAE, on
+the files alone (raedit does not import diffusers).
 
 A diffusers RAE directory holds `config.json` and `diffusion_pytorch_model.safetensors`, whose tensors are the
 frozen encoder (a transformers model, under `encoder.`), the decoder (the released decoders' layout with diffusers'
