@@ -33,7 +33,8 @@ def main() -> None:
         return (values.float() - mean) / scale
 
     reference = normalized(latents)
-    print(f"{len(latents)} latents {tuple(latents.shape[1:])}; error of the normalized latents (std 1) against float32:")
+    print(f"{len(latents)} latents {tuple(latents.shape[1:])}; error of the normalized latents (std 1) against "
+          f"float32:")
     print("| cache dtype | bytes per value | RMS error | max abs error |")
     print("| --- | --- | --- | --- |")
     for dtype in (torch.float32, torch.bfloat16, torch.float16):

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from raedit.autoencoder import RAE, AutoencoderConfig
+from raedit.core.state_dicts import rename_key
 from raedit.encoders import decode_only_encoder
 from raedit.jobs.releases import PRESETS
 from raedit.models import DiTDH, DiTDHConfig
@@ -23,7 +24,8 @@ ENCODER = "dinov2-b"  # latents 768 x 16 x 16, as the released 256 px models
 LATENT_SHAPE = (768, 16, 16)
 # Renames raedit -> official (the inverse of raedit.interop's tables).
 DECODER_TO_OFFICIAL = [
-    (r"^token_embed\.", "decoder_embed."), (r"^pos_embed$", "decoder_pos_embed"), (r"^cls_token$", "trainable_cls_token"),
+    (r"^token_embed\.", "decoder_embed."), (r"^pos_embed$", "decoder_pos_embed"),
+    (r"^cls_token$", "trainable_cls_token"),
     (r"^blocks\.(\d+)\.norm1\.", r"decoder_layers.\1.layernorm_before."),
     (r"^blocks\.(\d+)\.norm2\.", r"decoder_layers.\1.layernorm_after."),
     (r"^blocks\.(\d+)\.attn\.(query|key|value)\.", r"decoder_layers.\1.attention.attention.\2."),
@@ -34,16 +36,9 @@ DECODER_TO_OFFICIAL = [
 ]
 DITDH_TO_OFFICIAL = [
     (r"^backbone_embedder\.", "s_embedder."), (r"^head_embedder\.", "x_embedder."),
-    (r"^head_projector\.", "s_projector."), (r"^backbone_rope\.", "enc_feat_rope."), (r"^head_rope\.", "dec_feat_rope."),
+    (r"^head_projector\.", "s_projector."), (r"^backbone_rope\.", "enc_feat_rope."),
+    (r"^head_rope\.", "dec_feat_rope."),
 ]
-
-
-def _rename(key: str, renames: list[tuple[str, str]]) -> str:
-    for pattern, replacement in renames:
-        renamed, count = re.subn(pattern, replacement, key)
-        if count:
-            return renamed
-    return key
 
 
 def key_patterns(keys) -> set[str]:
@@ -78,7 +73,7 @@ def official_ditdh_state(model: DiTDH) -> dict[str, torch.Tensor]:
         if key.startswith("head_blocks."):
             _, index, rest = key.split(".", 2)
             key = f"blocks.{int(index) + depth}.{rest}"
-        state[_rename(key, DITDH_TO_OFFICIAL)] = value.clone()
+        state[rename_key(key, DITDH_TO_OFFICIAL)] = value.clone()
     return state
 
 
@@ -93,7 +88,7 @@ def small_rae(seed: int) -> RAE:
 
 
 def official_decoder_state(rae: RAE) -> dict[str, torch.Tensor]:
-    return {_rename(key, DECODER_TO_OFFICIAL): value.clone() for key, value in rae.decoder.state_dict().items()}
+    return {rename_key(key, DECODER_TO_OFFICIAL): value.clone() for key, value in rae.decoder.state_dict().items()}
 
 
 def write_release(root: Path, preset: str = "ditdh-xl-256-ag") -> dict:

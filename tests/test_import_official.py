@@ -101,7 +101,8 @@ def test_import_reads_the_architecture_and_the_ema_weights_off_the_files(release
 def test_a_missing_unexpected_or_misshapen_key_is_a_one_line_error_naming_it(release, tmp_path, capsys):
     state = official_ditdh_state(release["denoiser"])
     broken = {
-        "missing": ({k: v for k, v in state.items() if k != "final_layer.linear.bias"}, "lacks 'final_layer.linear.bias'"),
+        "missing": ({k: v for k, v in state.items() if k != "final_layer.linear.bias"},
+                    "lacks 'final_layer.linear.bias'"),
         "unexpected": ({**state, "extra.weight": torch.zeros(1)}, "unexpected 'extra.weight'"),
         "shape": ({**state, "t_embedder.mlp.2.bias": torch.zeros(3)}, "'t_embedder.mlp.2.bias' has shape (3,)"),
     }

@@ -202,7 +202,8 @@ def test_the_global_batch_splits_over_processes_and_accumulation_or_says_why_not
     assert split(8, global_batch_size=1024, micro_batch_size=64) == (64, 2)
     assert split(1, global_batch_size=512, micro_batch_size=64, grad_accum_steps=8) == (64, 8)
     assert split(3) == (32, 1) and split(3, micro_batch_size=5) == (5, 1)  # no global batch: per process
-    for world_size, batch in [(3, {}), (8, {"micro_batch_size": 48}), (8, {"micro_batch_size": 64, "grad_accum_steps": 1})]:
+    failing = [(3, {}), (8, {"micro_batch_size": 48}), (8, {"micro_batch_size": 64, "grad_accum_steps": 1})]
+    for world_size, batch in failing:
         with pytest.raises(RaeditError, match=r"global_batch_size=1024 doesn't split into") as error:
             split(world_size, global_batch_size=1024, **batch)
         assert "\n" not in str(error.value)

@@ -3,6 +3,7 @@ error names the first mismatch."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import torch
@@ -21,6 +22,15 @@ def weights_of(checkpoint: Mapping, source: str) -> dict[str, torch.Tensor]:
         raise RaeditError(f"{source} is neither a state dict nor a checkpoint with an 'ema' state dict "
                           f"(its entries: {', '.join(map(str, list(checkpoint)[:8]))})")
     return {strip_wrapper_prefixes(key): value for key, value in state.items()}
+
+
+def rename_key(key: str, renames: list[tuple[str, str]]) -> str:
+    """`key` renamed by the first (regex pattern, replacement) of `renames` that matches it; unchanged if none."""
+    for pattern, replacement in renames:
+        renamed, count = re.subn(pattern, replacement, key)
+        if count:
+            return renamed
+    return key
 
 
 def strip_wrapper_prefixes(key: str) -> str:

@@ -92,7 +92,8 @@ def builtin_reference_images(name: str, resolution: int, limit: int | None = Non
     and rounded to the nearest level, as PIL resizes the images of the ADM reference batches."""
     images, _ = load_fashion_mnist(BUILTIN_REFERENCES[name])
     images = images[:limit] if limit is not None else images
-    chunks = [to_uint8_hwc(to_rgb(images[start : start + 1000], resolution), "nearest") for start in range(0, len(images), 1000)]
+    chunks = [to_uint8_hwc(to_rgb(images[start : start + 1000], resolution), "nearest")
+              for start in range(0, len(images), 1000)]
     return np.concatenate(chunks)
 
 

@@ -5,11 +5,11 @@ computed are the same."""
 from __future__ import annotations
 
 import math
-import re
 
 import torch
 
 from raedit.core.errors import RaeditError
+from raedit.core.state_dicts import rename_key
 from raedit.decoder import DECODER_SIZES, DecoderConfig, decoder_size_name
 
 # (official pattern, raedit replacement), applied in order to each key.
@@ -28,17 +28,9 @@ DECODER_RENAMES: list[tuple[str, str]] = [
 ]
 
 
-def rename_official_decoder_key(key: str) -> str:
-    for pattern, replacement in DECODER_RENAMES:
-        renamed, count = re.subn(pattern, replacement, key)
-        if count:
-            return renamed
-    return key
-
-
 def official_decoder_to_raedit(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """An official decoder state dict with raedit's key names (tensors shared, not copied)."""
-    return {rename_official_decoder_key(key): value for key, value in state_dict.items()}
+    return {rename_key(key, DECODER_RENAMES): value for key, value in state_dict.items()}
 
 
 def official_decoder_config(state_dict: dict[str, torch.Tensor], heads: int | None = None) -> DecoderConfig:

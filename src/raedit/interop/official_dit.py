@@ -13,7 +13,7 @@ import torch
 
 from raedit.core.errors import RaeditError
 from raedit.core.files import read_state_dict
-from raedit.core.state_dicts import check_fits, weights_of
+from raedit.core.state_dicts import check_fits, rename_key, weights_of
 from raedit.models import DiTConfig, DiTDHConfig, build_model
 from raedit.models.blocks import swiglu_hidden_dim
 
@@ -33,14 +33,6 @@ DIT_RENAMES: list[tuple[str, str]] = [
 ]
 
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.*)$")
-
-
-def _rename(key: str, renames: list[tuple[str, str]]) -> str:
-    for pattern, replacement in renames:
-        renamed, count = re.subn(pattern, replacement, key)
-        if count:
-            return renamed
-    return key
 
 
 def backbone_depth(state_dict: dict[str, torch.Tensor]) -> int:
@@ -65,13 +57,13 @@ def official_to_raedit(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.T
         match = _BLOCK_KEY.match(key)
         if match and int(match.group(1)) >= depth:
             key = f"head_blocks.{int(match.group(1)) - depth}.{match.group(2)}"
-        renamed[_rename(key, DITDH_RENAMES)] = value
+        renamed[rename_key(key, DITDH_RENAMES)] = value
     return renamed
 
 
 def official_dit_to_raedit(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """An official LightningDiT state dict with raedit's key names (tensors shared, not copied)."""
-    return {_rename(key, DIT_RENAMES): value for key, value in state_dict.items()}
+    return {rename_key(key, DIT_RENAMES): value for key, value in state_dict.items()}
 
 
 def is_official_ditdh(state_dict: dict[str, torch.Tensor]) -> bool:
@@ -117,7 +109,8 @@ def official_model_config(state_dict: dict[str, torch.Tensor]) -> DiTConfig:
         raise RaeditError("not an official RAE denoiser: it has no transformer blocks")
     mlp_ratio = _mlp_ratio(state_dict, 0, width)
     common = {"latent_shape": (channels, side, side), "depth": depth, "width": width,
-              "num_heads": width // head_dim, "num_classes": _shape(state_dict, "y_embedder.embedding_table.weight")[0] - 1,
+              "num_heads": width // head_dim,
+              "num_classes": _shape(state_dict, "y_embedder.embedding_table.weight")[0] - 1,
               "mlp_ratio": mlp_ratio, "qk_norm": "blocks.0.attn.q_norm.weight" in state_dict}
     if not ditdh:
         return DiTConfig(**common)

@@ -26,7 +26,6 @@ only when its encoder's architecture is that one, as it is for the registry's en
 from __future__ import annotations
 
 import inspect
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from transformers import Dinov2WithRegistersModel, PretrainedConfig, PreTrainedM
 from raedit.autoencoder import RAE, AutoencoderConfig
 from raedit.core.errors import RaeditError
 from raedit.core.files import read_json, read_state_dict, save_tensors, write_json
-from raedit.core.state_dicts import check_fits
+from raedit.core.state_dicts import check_fits, rename_key
 from raedit.decoder import ViTDecoder, decoder_architecture, decoder_size_name
 from raedit.encoders import ENCODERS, EncoderSpec
 from raedit.encoders.hub import load_pretrained
@@ -317,11 +316,7 @@ def _save_encoder(encoder_type: str, spec: EncoderSpec, settings: dict, weights:
 
 def _diffusers_decoder_key(key: str) -> str:
     """The diffusers name of a raedit decoder tensor, with its `decoder.` prefix."""
-    for pattern, replacement in DECODER_KEYS:
-        renamed, count = re.subn(pattern, replacement, key)
-        if count:
-            return f"decoder.{renamed}"
-    raise ValueError(f"decoder tensor {key!r} has no diffusers name")  # a bug: DECODER_KEYS misses a layer
+    return f"decoder.{rename_key(key, DECODER_KEYS)}"
 
 
 def _raedit_decoder_state(decoder: ViTDecoder, weights: dict[str, torch.Tensor],

@@ -50,8 +50,8 @@ def infer_encoder(channels: int, path: str | Path) -> str:
 def read_official_stats(path: str | Path, latent_shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, var) of a released `stat.pt` (a dict with `mean` and `var`), each of shape `latent_shape`."""
     stats = read_state_dict(path, "latent statistics")
-    if "mean" not in stats or "var" not in stats:
-        raise RaeditError(f"{path} is not a released statistics file: it needs 'mean' and 'var'")
+    if not all(isinstance(stats.get(name), torch.Tensor) for name in ("mean", "var")):
+        raise RaeditError(f"{path} is not a released statistics file: it needs the tensors 'mean' and 'var'")
     mean, var = stats["mean"].float(), stats["var"].float()
     if mean.numel() != torch.Size(latent_shape).numel() or var.numel() != mean.numel():
         raise RaeditError(f"the statistics in {path} have shape {tuple(mean.shape)}, the decoder's latents "
@@ -70,7 +70,8 @@ def import_rae(decoder: str | Path, stats: str | Path, out: str | Path, encoder:
         raise RaeditError(f"the decoder {decoder} decodes tokens of width {decoder_config.in_channels}, "
                           f"encoder {encoder} gives {spec.channels}")
     input_size = decoder_config.grid[0] * spec.patch_size  # e.g. 32 x 32 DINOv2 tokens: 448 px (the 512 px model)
-    config = AutoencoderConfig(encoder=encoder, encoder_input_size=None if input_size == spec.input_size else input_size,
+    config = AutoencoderConfig(encoder=encoder,
+                               encoder_input_size=None if input_size == spec.input_size else input_size,
                                decoder_size=decoder_config.size, decoder_patch_size=decoder_config.patch_size)
     rae = RAE(config, config.build_encoder(decode_only=True))
     rae.load_decoder_state_dict(state, str(decoder))
