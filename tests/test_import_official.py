@@ -199,3 +199,13 @@ def test_a_saved_denoisers_weights_file_loads_as_its_directory_and_a_malformed_f
     torch.save({"decoder_embed.weight": torch.zeros(3)}, tmp_path / "decoder.pt")
     with pytest.raises(RaeditError, match="no 2-d 'decoder_embed.weight'"):
         import_rae(tmp_path / "decoder.pt", tmp_path / "decoder.pt", tmp_path / "r", encoder="dinov2-b")
+
+
+def test_weights_come_from_the_ema_entry_or_a_bare_state_dict_without_wrapper_prefixes():
+    from raedit.core.state_dicts import weights_of
+
+    weight = torch.ones(2)
+    assert weights_of({"ema": {"module._orig_mod.a": weight}, "model": {"a": torch.zeros(2)}}, "f") == {"a": weight}
+    assert weights_of({"module.a": weight, "_orig_mod.b": weight}, "f") == {"a": weight, "b": weight}
+    with pytest.raises(RaeditError, match="neither a state dict nor .* its entries: model, step"):
+        weights_of({"model": {"a": weight}, "step": 3}, "f")
