@@ -207,5 +207,5 @@ def test_weights_come_from_the_ema_entry_or_a_bare_state_dict_without_wrapper_pr
     weight = torch.ones(2)
     assert weights_of({"ema": {"module._orig_mod.a": weight}, "model": {"a": torch.zeros(2)}}, "f") == {"a": weight}
     assert weights_of({"module.a": weight, "_orig_mod.b": weight}, "f") == {"a": weight, "b": weight}
-    with pytest.raises(RaeditError, match="neither a state dict nor .* its entries: model, step"):
+    with pytest.raises(RaeditError, match=r"neither a state dict nor .* \(its entries: model, step\)"):
         weights_of({"model": {"a": weight}, "step": 3}, "f")
