@@ -36,6 +36,20 @@ def test_unknown_keys_name_the_closest_valid_key(tmp_path):
         load_config(Outer, path)
 
 
+def test_an_unknown_key_suggests_the_nearest_full_dotted_key(capsys):
+    from raedit.cli import main
+    from raedit.train.stage2 import Stage2Config
+
+    with pytest.raises(RaeditError, match=r"unknown config key 'train.lr' .*did you mean 'train.optim.lr'\?"):
+        load_config(Stage2Config, "stage2/demo", ["train.lr=1"])  # before: "did you mean 'train'?"
+    with pytest.raises(RaeditError, match=r"did you mean 'train.ema.decay'\?"):
+        load_config(Stage2Config, "stage2/demo", ["train.decay=0.9"])
+    with pytest.raises(RaeditError, match=r"did you mean 'model.width'\?"):
+        load_config(Stage2Config, "stage2/demo", ["model.widht=3"])
+    assert main(["train", "stage2/demo", "train.lr=1"]) == 2
+    assert "did you mean 'train.optim.lr'?" in capsys.readouterr().err
+
+
 def test_bad_values_and_malformed_overrides(tmp_path):
     with pytest.raises(RaeditError, match="invalid config value"):
         load_config(Outer, overrides=["steps=many"])

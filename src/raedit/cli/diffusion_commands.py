@@ -15,6 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("config", help="YAML file or shipped recipe, e.g. stage2/demo (`raedit recipes`)")
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=2")
     train.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    train.add_argument("--fresh", action="store_true",
+                       help="start anew in a run directory that holds a run, moving that to RUN_DIR.replaced-<time>")
     train.set_defaults(func=run_train)
 
     cache = subparsers.add_parser("cache-latents", help="encode a data set into sharded latents (resumable)")
@@ -35,7 +37,8 @@ def run_train(args: argparse.Namespace) -> int:
     from raedit.core.config import load_config
     from raedit.train.stage2 import Stage2Config, train_diffusion
 
-    result = train_diffusion(load_config(Stage2Config, args.config, args.overrides), resume=args.resume)
+    result = train_diffusion(load_config(Stage2Config, args.config, args.overrides), resume=args.resume,
+                             fresh=args.fresh)
     if result.signal_name is not None:
         return 128 + int(signal.Signals[result.signal_name])
     return 0

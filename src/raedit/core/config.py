@@ -67,9 +67,23 @@ def check_keys(cls: type, given: dict, source: str) -> None:
             continue  # reported for the parent already
         if key in getattr(cls, "RETIRED_KEYS", {}):
             raise RaeditError(f"config key '{key}' in {source} is gone: {cls.RETIRED_KEYS[key]}")
-        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        close = nearest_key(key, valid)
+        hint = f"; did you mean '{close}'?" if close else ""
         raise RaeditError(f"unknown config key '{key}' in {source}{hint}")
+
+
+def nearest_key(key: str, valid: list[str]) -> str | None:
+    """The full dotted key of `valid` a mistyped `key` most likely means: one with the same last part (`train.lr`
+    -> `train.optim.lr`), the most alike of those; else the most alike key that holds a value, not a section."""
+    sections = {candidate.rsplit(".", 1)[0] for candidate in valid if "." in candidate}
+    leaves = [candidate for candidate in valid if candidate not in sections]
+    last = key.rsplit(".", 1)[-1]
+    same_last = [candidate for candidate in leaves if candidate.rsplit(".", 1)[-1] == last]
+    if same_last:
+        return max(same_last, key=lambda candidate: difflib.SequenceMatcher(None, key, candidate).ratio())
+    close = difflib.get_close_matches(key, leaves, n=1, cutoff=0.5) or difflib.get_close_matches(key, valid, n=1,
+                                                                                                 cutoff=0.5)
+    return close[0] if close else None
 
 
 def parse_overrides(overrides: list[str]) -> dict:

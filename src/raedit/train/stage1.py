@@ -171,16 +171,17 @@ class DecoderTraining:
         return torch.cat([rae.decode(rae.encode(chunk.to(self.ctx.device))).cpu() for chunk in images.split(64)])
 
 
-def train_decoder(config: Stage1Config, resume: bool = False) -> tuple[LoopResult, DecoderTraining]:
-    """Run stage 1 to the end (or a stop); rank 0 writes `<run_dir>/rae/` and `<run_dir>/recon_metrics.json`.
+def train_decoder(config: Stage1Config, resume: bool = False,
+                  fresh: bool = False) -> tuple[LoopResult, DecoderTraining]:
+    """Run stage 1 to the end (or a stop); rank 0 writes `<run_dir>/rae/` and `<run_dir>/recon_metrics.json`. The
+    run directory must be new or empty, unless `resume` continues its run or `fresh` moves that aside.
 
     Returns why the loop ended and the trained models."""
     ctx = init_distributed(config.train.distributed.backend)
-    torch.manual_seed(config.train.seed)
     run_dir = RunDir(config.run_dir)
+    run_dir.check_start(resume, fresh)  # before minutes of loading
+    torch.manual_seed(config.train.seed)
     config_yaml = to_yaml(config)
-    if ctx.is_main:
-        run_dir.create(config_yaml)
     dataset = build_dataset(config.data)
     training = DecoderTraining(config, ctx)
     phases = training.phases(len(dataset))
@@ -191,17 +192,18 @@ def train_decoder(config: Stage1Config, resume: bool = False) -> tuple[LoopResul
         reconstructions = training.ema_reconstructions(preview, ema)
         return {"reconstruction": torch.cat([preview, reconstructions])}
 
-    loop = TrainLoop(config.train, ctx, phases, dataset, run_dir, config_yaml, collate_fn=collate_skipping,
-                     images_fn=preview_grid if preview is not None else None)
-    result = loop.run(resume=resume)
-    decoder_weights = ema.state_dict() if ema is not None else full_state_dict(training.decoder)
-    metrics = score_reconstructions(training, ema, config)
-    if ctx.is_main:
-        export = Path(config.run_dir) / "rae"
-        training.eval_rae(ema).save_pretrained(export, decoder_state=decoder_weights)
-        write_json(Path(config.run_dir) / "recon_metrics.json", metrics)
-        logger.info("EMA decoder written to %s; held-out PSNR %.2f dB, SSIM %.4f over %d images",
-                    export, metrics["psnr"], metrics["ssim"], metrics["images"])
+    with run_dir.opened(ctx, config_yaml, resume, fresh):
+        loop = TrainLoop(config.train, ctx, phases, dataset, run_dir, config_yaml, collate_fn=collate_skipping,
+                         images_fn=preview_grid if preview is not None else None)
+        result = loop.run(resume=resume)
+        decoder_weights = ema.state_dict() if ema is not None else full_state_dict(training.decoder)
+        metrics = score_reconstructions(training, ema, config)
+        if ctx.is_main:
+            export = Path(config.run_dir) / "rae"
+            training.eval_rae(ema).save_pretrained(export, decoder_state=decoder_weights)
+            write_json(Path(config.run_dir) / "recon_metrics.json", metrics)
+            logger.info("EMA decoder written to %s; held-out PSNR %.2f dB, SSIM %.4f over %d images",
+                        export, metrics["psnr"], metrics["ssim"], metrics["images"])
     return result, training
 
 

@@ -245,23 +245,24 @@ class DiffusionTraining:
         return {"samples": self.rae.decode(latents).cpu()}
 
 
-def train_diffusion(config: Stage2Config, resume: bool = False) -> LoopResult:
-    """Run stage 2 to the end (or a stop); rank 0 exports the EMA model to `<run_dir>/model/`."""
+def train_diffusion(config: Stage2Config, resume: bool = False, fresh: bool = False) -> LoopResult:
+    """Run stage 2 to the end (or a stop); rank 0 exports the EMA model to `<run_dir>/model/`. The run directory
+    must be new or empty, unless `resume` continues its run or `fresh` moves that aside (`RunDir.opened`)."""
     ctx = init_distributed(config.train.distributed.backend)
+    run_dir = RunDir(config.run_dir)
+    run_dir.check_start(resume, fresh)  # before minutes of loading
     torch.manual_seed(config.train.seed)
     training = DiffusionTraining(config, ctx)
-    run_dir = RunDir(config.run_dir)
     config_yaml = to_yaml(config)
-    if ctx.is_main:
-        run_dir.create(config_yaml)
-    phase = training.phase(len(training.dataset))
-    loop = TrainLoop(config.train, ctx, [phase], training.dataset, run_dir, config_yaml,
-                     extra_files={CONFIG_FILE: training.description.to_json()}, collate_fn=training.collate_fn,
-                     images_fn=(lambda: training.preview(phase.ema)) if config.preview.images > 0 else None)
-    result = loop.run(resume=resume)
-    weights = training.final_weights(phase.ema)
-    if ctx.is_main:
-        export = Path(config.run_dir) / EXPORT_DIR
-        save_denoiser(export, weights, training.description)
-        logger.info("EMA model written to %s", export)
+    with run_dir.opened(ctx, config_yaml, resume, fresh):
+        phase = training.phase(len(training.dataset))
+        loop = TrainLoop(config.train, ctx, [phase], training.dataset, run_dir, config_yaml,
+                         extra_files={CONFIG_FILE: training.description.to_json()}, collate_fn=training.collate_fn,
+                         images_fn=(lambda: training.preview(phase.ema)) if config.preview.images > 0 else None)
+        result = loop.run(resume=resume)
+        weights = training.final_weights(phase.ema)
+        if ctx.is_main:
+            export = Path(config.run_dir) / EXPORT_DIR
+            save_denoiser(export, weights, training.description)
+            logger.info("EMA model written to %s", export)
     return result
