@@ -57,3 +57,57 @@ def test_bad_values_and_malformed_overrides(tmp_path):
         load_config(Outer, overrides=["steps"])
     with pytest.raises(RaeditError, match="not found"):
         load_config(Outer, tmp_path / "missing.yaml")
+
+
+OUT_OF_RANGE = [  # (config class path, recipe, override, the message)
+    ("stage2", "stage2/demo", "train.epochs=-1", "train.epochs = -1: must be at least 1"),
+    ("stage2", "stage2/demo", "train.micro_batch_size=0", "train.micro_batch_size = 0: must be at least 1"),
+    ("stage2", "stage2/demo", "train.optim.lr=0", "train.optim.lr = 0.0: must be above 0"),
+    ("stage2", "stage2/demo", "train.ema.decay=1.0", "train.ema.decay = 1.0: must be in [0, 1)"),
+    ("stage2", "stage2/demo", "train.optim.beta2=-0.1", "train.optim.beta2 = -0.1: must be in [0, 1)"),
+    ("stage2", "stage2/demo", "train.schedule.kind=cosin",
+     "train.schedule.kind = 'cosin': must be one of constant, cosine, linear_decay"),
+    ("stage2", "stage2/demo", "train.schedule.decay_end_epoch=1",
+     "train.schedule.decay_end_epoch: 1.0 is before decay_start_epoch 2.0"),
+    ("stage2", "stage2/demo", "train.schedule.warmup_epochs=20", "is longer than the run (epochs 8)"),
+    ("stage2", "stage2/demo", "train.precision.autocast=fp16", "must be one of fp32, bf16"),
+    ("stage2", "stage2/demo", "model.class_dropout_prob=1.5", "model.class_dropout_prob = 1.5: must be in [0, 1)"),
+    ("stage2", "stage2/demo", "preview.sampler=rk4", "preview.sampler = 'rk4': must be one of euler, heun, sde"),
+    ("stage2", "stage2/demo", "data.resolution=0", "data.resolution = 0: must be at least 1"),
+    ("stage1", "stage1/demo", "autoencoder.decoder_patch_size=0", "autoencoder.decoder_patch_size = 0"),
+    ("stage1", "stage1/demo", "loss.gan_weight=-1", "loss.gan_weight = -1.0: must be at least 0"),
+    ("stage1", "stage1/demo", "disc_schedule.min_lr=-1", "disc_schedule.min_lr = -1.0: must be at least 0"),
+    ("cache", "stage2/cache_demo", "dtype=float8", "dtype = 'float8': must be one of float32, float16, bfloat16"),
+]
+
+
+@pytest.mark.parametrize("kind, recipe, override, message", OUT_OF_RANGE)
+def test_every_value_is_checked_when_the_config_is_loaded(kind, recipe, override, message):
+    from raedit.jobs.cache_latents import CacheConfig
+    from raedit.train.stage1 import Stage1Config
+    from raedit.train.stage2 import Stage2Config
+
+    config_class = {"stage1": Stage1Config, "stage2": Stage2Config, "cache": CacheConfig}[kind]
+    with pytest.raises(RaeditError) as error:
+        load_config(config_class, recipe, [override])
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_negative_epoch_count_writes_nothing(tmp_path, capsys):
+    """Before: `train.epochs=-1` ran no step and wrote a fresh model over the trained export."""
+    from raedit.cli import main
+
+    assert main(["train", "stage2/demo", f"run_dir={tmp_path / 'run'}", "train.epochs=-1"]) == 2
+    assert capsys.readouterr().err.strip() == "raedit: error: train.epochs = -1: must be at least 1"
+    assert not (tmp_path / "run").exists()
+
+
+def test_sample_options_are_checked_before_any_work(capsys):
+    from raedit.cli import main
+
+    for options, message in [(["--num", "0"], "--num = 0: must be at least 1"),
+                             (["--t-end", "1.5"], "--t-end = 1.5: must be in [0, 1)"),
+                             (["--cfg-interval", "0.8", "0.2"], "--cfg-interval: (0.8, 0.2) must be T_MIN <= T_MAX")]:
+        assert main(["sample", "--ckpt", "does-not-matter", *options]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from raedit.core.config import Rule, above, at_least
 from raedit.core.errors import RaeditError
 from raedit.core.files import read_json, read_state_dict, save_tensors, write_json
 from raedit.core.state_dicts import check_fits, weights_of
@@ -39,6 +41,9 @@ UNPATCHIFY = "unpatchify"  # decoder_size of the parameter-free inverse of a pix
 @dataclass
 class AutoencoderConfig:
     """What an RAE is made of. Keys are the YAML keys under `autoencoder:`."""
+
+    VALID: ClassVar[dict[str, Rule]] = {"encoder_input_size": at_least(1), "decoder_patch_size": at_least(1),
+                                        "stats_eps": above(0)}
 
     encoder: str = "dinov2-b"
     encoder_weights: str | None = None  # hub id or local directory / file; None: the registry's source

@@ -3,13 +3,19 @@
 A config file is a path, or the name of a recipe shipped with raedit (`stage2/demo` is
 `raedit/recipes/stage2/demo.yaml`), so the recipes work from an installed wheel as from a checkout. An unknown
 key anywhere (file or override) is a `RaeditError` naming the key and the closest valid one.
+
+Every value is checked when the config is loaded, before anything is built or written (`check_values`): a config
+class lists the values each field allows in `VALID` (field name -> rule, e.g. `at_least(1)`), and may check fields
+against each other in `problems()`. An error names the full key, the value and what is allowed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +25,50 @@ from omegaconf.errors import OmegaConfBaseException
 from raedit.core.errors import RaeditError
 
 T = TypeVar("T")
+# A rule for one config value: None when the value is allowed, else what is allowed ("must be at least 1").
+Rule = Callable[[Any], "str | None"]
+
+
+def at_least(minimum: float) -> Rule:
+    return lambda value: None if _number(value) and value >= minimum else f"must be at least {minimum}"
+
+
+def above(bound: float) -> Rule:
+    return lambda value: None if _number(value) and value > bound else f"must be above {bound}"
+
+
+def in_range(low: float, high: float, high_open: bool = False, low_open: bool = False) -> Rule:
+    """low <= value <= high; `low_open` / `high_open` exclude the ends."""
+    def rule(value: Any) -> str | None:
+        inside = _number(value) and (value > low if low_open else value >= low) and \
+            (value < high if high_open else value <= high)
+        return None if inside else f"must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    return rule
+
+
+def one_of(choices: Iterable[str]) -> Rule:
+    allowed = tuple(choices)
+    return lambda value: None if value in allowed else f"must be one of {', '.join(allowed)}"
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_values(config: Any, prefix: str = "", spell: Callable[[str], str] = str) -> None:
+    """A `RaeditError` for the first value of `config` (a dataclass instance, nested ones included) its class's
+    `VALID` rules or `problems()` refuse, naming the full key (`prefix` + field, as `spell` writes it, e.g. as a
+    command-line option), the value and what is allowed."""
+    rules: dict[str, Rule] = getattr(type(config), "VALID", {})
+    for field in dataclasses.fields(config):
+        value, key = getattr(config, field.name), prefix + field.name
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_values(value, f"{key}.", spell)
+        elif value is not None and field.name in rules and (problem := rules[field.name](value)):
+            raise RaeditError(f"{spell(key)} = {value!r}: {problem}")
+    problems = getattr(config, "problems", None)
+    for name, problem in problems() if problems else []:
+        raise RaeditError(f"{spell(prefix + name)}: {problem}")
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"  # shipped as package data
 
@@ -120,9 +170,11 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             given = parse_overrides(overrides)
             check_keys(cls, given, "the command line")
             merged = OmegaConf.merge(merged, given)  # type: ignore[assignment]
-        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+        config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:  # a value of the wrong type
         raise RaeditError(f"invalid config value: {str(error).splitlines()[0]}") from None
+    check_values(config)
+    return config  # type: ignore[return-value]
 
 
 def _read_yaml(cls: type, path: Path) -> dict:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch.utils.data import Dataset
 
+from raedit.core.config import Rule, at_least, one_of
 from raedit.core.errors import RaeditError
 from raedit.data.fashion_mnist import FashionMNIST
 from raedit.data.image_folder import ImageFolder
@@ -17,6 +19,10 @@ __all__ = ["DataConfig", "FashionMNIST", "ImageFolder", "ImageTransform", "build
 @dataclass
 class DataConfig:
     """Which images to read: `fashion-mnist` (built-in) or a folder path in the ImageNet layout."""
+
+    VALID: ClassVar[dict[str, Rule]] = {
+        "name": one_of(("fashion-mnist", "folder")), "resolution": at_least(1), "crop": one_of(("center", "random")),
+        "resize": at_least(1), "limit": at_least(1)}
 
     name: str = "fashion-mnist"  # "fashion-mnist" or "folder"
     path: str | None = None  # the folder (for "folder"), or the IDX folder for fashion-mnist (None: Debian's)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from safetensors import safe_open
@@ -17,8 +18,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from raedit.autoencoder import AutoencoderConfig
+from raedit.core.config import Rule, at_least, check_values, one_of
 from raedit.core.distributed import barrier, init_distributed
-from raedit.core.errors import RaeditError
 from raedit.core.files import save_tensors, write_json
 from raedit.data import DataConfig, build_dataset
 from raedit.data.latent_cache import DTYPES, MANIFEST, shard_path
@@ -29,6 +30,9 @@ logger = logging.getLogger(__name__)
 @dataclass
 class CacheConfig:
     """`raedit cache-latents`: which encoder, which data, where, in what shards."""
+
+    VALID: ClassVar[dict[str, Rule]] = {"shard_size": at_least(1), "batch_size": at_least(1),
+                                        "num_workers": at_least(0), "dtype": one_of(DTYPES)}
 
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -42,10 +46,7 @@ class CacheConfig:
 
 def cache_latents(config: CacheConfig) -> Path:
     """Encode `config.data` into shards under `config.out`; returns the manifest path (written by rank 0)."""
-    if config.dtype not in DTYPES:
-        raise RaeditError(f"unknown cache dtype '{config.dtype}'; use one of {', '.join(DTYPES)}")
-    if config.shard_size < 1:
-        raise RaeditError(f"shard_size must be positive, got {config.shard_size}")
+    check_values(config)
     context = init_distributed()
     encoder = config.autoencoder.build_encoder().to(context.device)
     dataset = build_dataset(config.data)

@@ -14,12 +14,14 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from raedit.autoencoder import RAE
+from raedit.core.config import Rule, at_least, check_values, in_range, one_of
 from raedit.core.distributed import DistContext, barrier, init_distributed
 from raedit.core.errors import RaeditError
 from raedit.core.files import atomic_path
@@ -41,6 +43,11 @@ def _option(help_text: str, choices: tuple[str, ...] | None = None, metavar: tup
 @dataclass
 class SampleConfig:
     """Settings of one sampling job; each field is an option of `raedit sample` (`--cfg-interval` for cfg_interval)."""
+
+    VALID: ClassVar[dict[str, Rule]] = {
+        "num": at_least(1), "label_sampling": one_of(LABEL_SAMPLING), "steps": at_least(1),
+        "sampler": one_of(SAMPLERS), "cfg": at_least(0), "ag": at_least(0), "grid_images": at_least(0),
+        "batch_size": at_least(1), "t_end": in_range(0, 1, high_open=True), "rounding": one_of(ROUNDINGS)}
 
     ckpt: str = field(metadata=_option(
         "a run directory, its model/ export, a training checkpoint, or a released official stage2_model.pt"))
@@ -69,6 +76,13 @@ class SampleConfig:
     rounding: str = field(default="truncate", metadata=_option(
         "float -> uint8: truncate (the official sampler and the ADM suite, so FIDs compare with published ones) "
         "or nearest", ROUNDINGS))
+
+
+    def problems(self) -> list[tuple[str, str]]:
+        low, high = self.cfg_interval
+        if not 0 <= low <= high <= 1:
+            return [("cfg_interval", f"({low}, {high}) must be T_MIN <= T_MAX within [0, 1]")]
+        return []
 
 
 def sample_labels(num: int, classes: list[int], method: str, seed: int) -> Tensor:
@@ -103,12 +117,7 @@ def _check_classes(classes: list[int], num_classes: int) -> list[int]:
 
 def generate(config: SampleConfig) -> Path | None:
     """Run the job on this rank; rank 0 writes `config.out` (and the grid) and returns its path."""
-    if config.sampler not in SAMPLERS:
-        raise RaeditError(f"unknown sampler {config.sampler!r}; known: {', '.join(SAMPLERS)}")
-    if config.rounding not in ROUNDINGS:
-        raise RaeditError(f"unknown rounding {config.rounding!r}; use one of {', '.join(ROUNDINGS)}")
-    if config.num < 1 or config.batch_size < 1:
-        raise RaeditError("--num and --batch-size must be at least 1")
+    check_values(config, spell=lambda key: "--" + key.replace("_", "-"))
     ctx = init_distributed()
     model, info = load_denoiser(config.ckpt, ctx.device)
     guide = None

@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from raedit.autoencoder import AutoencoderConfig, store_latent_stats
+from raedit.core.config import Rule, at_least
 from raedit.core.distributed import init_distributed
 from raedit.core.errors import RaeditError
 from raedit.data import DataConfig, build_dataset
@@ -27,6 +29,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class StatsConfig:
     """Which encoder's latents, over which data, written where."""
+
+    VALID: ClassVar[dict[str, Rule]] = {"batch_size": at_least(1), "num_workers": at_least(0)}
 
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     data: DataConfig = field(default_factory=DataConfig)

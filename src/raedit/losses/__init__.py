@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
+from raedit.core.config import Rule, above, at_least, in_range
 from raedit.losses.diffaugment import diff_augment
 from raedit.losses.discriminator import Discriminator, build_discriminator
 from raedit.losses.gan import (
@@ -49,6 +51,12 @@ class DecoderLossConfig:
 
     The paper's recipe sets perceptual = 'lpips-vgg' and discriminator_backbone = 'dino-vits8'.
     """
+
+    VALID: ClassVar[dict[str, Rule]] = {
+        "perceptual_weight": at_least(0), "gan_weight": at_least(0), "max_adaptive_weight": above(0),
+        "disc_start_epoch": at_least(0), "gan_start_epoch": at_least(0), "discriminator_input_size": at_least(1),
+        "discriminator_kernel_size": at_least(1), "discriminator_group_size": at_least(1),
+        "diffaug_translation": in_range(0, 1, high_open=True)}
 
     perceptual: str = "effnet-lite0"  # 'lpips-vgg' | 'effnet-lite0' | 'effnet-lite2'
     perceptual_weight: float = 1.0

@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import ClassVar
 
+from raedit.core.config import Rule, above, at_least, check_values, in_range, one_of
 from raedit.core.errors import RaeditError
+
+SCHEDULE_KINDS = ("constant", "cosine", "linear_decay")
 
 
 @dataclass
 class OptimConfig:
     """AdamW and gradient clipping (recipe: lr 2e-4, betas 0.9/0.95, weight decay 0, clip 1.0 in stage 2)."""
+
+    VALID: ClassVar[dict[str, Rule]] = {
+        "lr": above(0), "beta1": in_range(0, 1, high_open=True), "beta2": in_range(0, 1, high_open=True),
+        "weight_decay": at_least(0), "eps": above(0), "grad_clip": at_least(0)}
 
     lr: float = 2e-4
     beta1: float = 0.9
@@ -35,16 +43,28 @@ class ScheduleConfig:
     `decay_end_epoch`, or at the end of training when that is null).
     """
 
+    VALID: ClassVar[dict[str, Rule]] = {
+        "kind": one_of(SCHEDULE_KINDS), "warmup_epochs": at_least(0), "min_lr": at_least(0),
+        "decay_start_epoch": at_least(0), "decay_end_epoch": at_least(0)}
+
     kind: str = "cosine"
     warmup_epochs: float = 0.0
     min_lr: float = 0.0
     decay_start_epoch: float = 0.0
     decay_end_epoch: float | None = None
 
+    def problems(self) -> list[tuple[str, str]]:
+        if self.decay_end_epoch is not None and self.decay_end_epoch < self.decay_start_epoch:
+            return [("decay_end_epoch", f"{self.decay_end_epoch} is before decay_start_epoch "
+                                        f"{self.decay_start_epoch}")]
+        return []
+
 
 @dataclass
 class EMAConfig:
     """Exponential moving average of the weights, updated after every optimizer step."""
+
+    VALID: ClassVar[dict[str, Rule]] = {"decay": in_range(0, 1, high_open=True)}
 
     decay: float = 0.9999
     enabled: bool = True
@@ -53,6 +73,9 @@ class EMAConfig:
 @dataclass
 class CheckpointConfig:
     """When checkpoints are written and how many are kept."""
+
+    VALID: ClassVar[dict[str, Rule]] = {"every_steps": at_least(0), "every_epochs": at_least(0),
+                                        "keep_last": at_least(0)}
 
     every_steps: int = 0  # 0: only at epoch ends (per `every_epochs`), at the end and on interruption
     every_epochs: int = 1  # 0: never at epoch ends
@@ -63,6 +86,8 @@ class CheckpointConfig:
 class DistributedConfig:
     """How the model is spread over processes (launched by torchrun, or a single process)."""
 
+    VALID: ClassVar[dict[str, Rule]] = {"strategy": one_of(("ddp", "fsdp"))}
+
     strategy: str = "ddp"  # "ddp" | "fsdp" (FSDP2 fully_shard) ; a single process needs no wrapper
     backend: str | None = None  # null: nccl with CUDA, gloo otherwise
     find_unused_parameters: bool = False
@@ -72,6 +97,8 @@ class DistributedConfig:
 class PrecisionConfig:
     """fp32 weights and optimizer; matmuls in TF32 where available; optional bf16 autocast."""
 
+    VALID: ClassVar[dict[str, Rule]] = {"autocast": one_of(("fp32", "bf16"))}
+
     autocast: str = "fp32"  # "fp32" | "bf16"
     tf32: bool = True
 
@@ -79,6 +106,8 @@ class PrecisionConfig:
 @dataclass
 class LoggingConfig:
     """Where metrics go: stdout always, TensorBoard when importable, wandb when asked and installed."""
+
+    VALID: ClassVar[dict[str, Rule]] = {"every_steps": at_least(0), "image_every_steps": at_least(0)}
 
     # Log lines every this many steps; also the loop's sync points (non-finite checks, and under torchrun the
     # stop-signal check). 0: no log lines, a sync point every step.
@@ -93,6 +122,10 @@ class LoggingConfig:
 @dataclass
 class TrainLoopConfig:
     """The generic loop: data, accumulation, duration, and the pieces above."""
+
+    VALID: ClassVar[dict[str, Rule]] = {
+        "epochs": at_least(1), "global_batch_size": at_least(1), "micro_batch_size": at_least(1),
+        "grad_accum_steps": at_least(1), "num_workers": at_least(0), "stop_after_steps": at_least(1)}
 
     epochs: int = 1
     # The batch of one optimizer step over all processes, as the paper states it (512 for the decoder, 1024 for
@@ -114,12 +147,17 @@ class TrainLoopConfig:
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
+    def problems(self) -> list[tuple[str, str]]:
+        if self.schedule.warmup_epochs > self.epochs:
+            return [("schedule.warmup_epochs", f"{self.schedule.warmup_epochs} is longer than the run "
+                                               f"(epochs {self.epochs})")]
+        return []
+
     def for_processes(self, world_size: int) -> "TrainLoopConfig":
         """This config with micro_batch_size and grad_accum_steps set for `world_size` processes (see
-        `global_batch_size`); a global batch that doesn't split evenly is a `RaeditError`."""
+        `global_batch_size`); a value out of range or a global batch that doesn't split evenly is a `RaeditError`."""
+        check_values(self, "train.")
         micro, accum, total = self.micro_batch_size, self.grad_accum_steps, self.global_batch_size
-        if any(value is not None and value < 1 for value in (micro, accum, total)):
-            raise RaeditError("train.global_batch_size, micro_batch_size and grad_accum_steps must be at least 1")
         if total is None:
             return dataclasses.replace(self, micro_batch_size=micro or 32, grad_accum_steps=accum or 1)
         if micro is None:

@@ -11,9 +11,7 @@ import math
 import torch
 
 from raedit.core.errors import RaeditError
-from raedit.train.config import ScheduleConfig
-
-SCHEDULE_KINDS = ("constant", "cosine", "linear_decay")
+from raedit.train.config import SCHEDULE_KINDS, ScheduleConfig
 
 
 class LRSchedule:

@@ -16,12 +16,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch.utils.data import DataLoader
 
 from raedit.autoencoder import RAE, AutoencoderConfig
-from raedit.core.config import to_yaml
+from raedit.core.config import Rule, at_least, to_yaml
 from raedit.core.distributed import DistContext, init_distributed
 from raedit.core.errors import RaeditError
 from raedit.core.files import write_json
@@ -62,6 +63,8 @@ class Stage1Config:
     # epochs of updates it is about 8e-5).
     disc_schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(
         kind="cosine", warmup_epochs=1, min_lr=2e-5, decay_end_epoch=16))
+    VALID: ClassVar[dict[str, Rule]] = {"preview_images": at_least(0), "eval_images": at_least(1)}
+
     run_dir: str = "runs/stage1"
     preview_images: int = 16  # held-out images reconstructed into a grid every logging.image_every_steps
     eval_images: int = 256  # held-out images scored (PSNR, SSIM) at the end

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from raedit.autoencoder import RAE
-from raedit.core.config import to_yaml
+from raedit.core.config import Rule, at_least, in_range, one_of, to_yaml
 from raedit.core.distributed import DistContext, init_distributed
 from raedit.core.errors import RaeditError
 from raedit.data import DataConfig, build_dataset
@@ -28,7 +28,7 @@ from raedit.data.image_folder import collate_skipping
 from raedit.data.latent_cache import LatentCache
 from raedit.diffusion.denoiser_io import CONFIG_FILE, EXPORT_DIR, PHASE_NAME, DenoiserInfo, save_denoiser
 from raedit.diffusion.flow import SHIFT_BASE_DIM, TimeDistribution, flow_matching_loss, shift_alpha
-from raedit.diffusion.samplers import sample
+from raedit.diffusion.samplers import SAMPLERS, sample
 from raedit.models import DiTConfig, build_model, model_config
 from raedit.train.config import EMAConfig, OptimConfig, ScheduleConfig, TrainLoopConfig
 from raedit.train.ema import EMA
@@ -47,6 +47,11 @@ MODEL_ARG_NAMES = ("depth", "width", "num_heads", "head_depth", "head_width", "h
 @dataclass
 class ModelConfig:
     """The denoiser: a name from `raedit.models.model_config` ("ditdh-xl", "dit-s", ...) plus overrides."""
+
+    VALID: ClassVar[dict[str, Rule]] = {
+        "num_classes": at_least(1), "class_dropout_prob": in_range(0, 1, high_open=True), "depth": at_least(1),
+        "width": at_least(1), "num_heads": at_least(1), "head_depth": at_least(0), "head_width": at_least(1),
+        "head_num_heads": at_least(1)}
 
     name: str = "ditdh-xl"
     num_classes: int = 1000
@@ -86,6 +91,8 @@ class FlowConfig:
 @dataclass
 class PreviewConfig:
     """The class-conditional grid sampled by the EMA model every `train.logging.image_every_steps`."""
+
+    VALID: ClassVar[dict[str, Rule]] = {"images": at_least(0), "steps": at_least(1), "sampler": one_of(SAMPLERS)}
 
     images: int = 16
     steps: int = 25
