@@ -30,7 +30,8 @@ def test_shards_and_manifest_hold_the_encoded_latents(tmp_path, direct_latents):
     assert manifest["count"] == 20 and manifest["latent_shape"] == [112, 2, 2] and manifest["num_classes"] == 10
     assert [s["count"] for s in manifest["shards"]] == [8, 8, 4]
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [
-        "manifest.json", "shard-00000.safetensors", "shard-00001.safetensors", "shard-00002.safetensors"]
+        "cache_config.json", "manifest.json", "shard-00000.safetensors", "shard-00001.safetensors",
+        "shard-00002.safetensors"]
     cache = LatentCache(tmp_path / "c")
     latents = torch.stack([cache[i][0] for i in range(20)])
     torch.testing.assert_close(latents, direct_latents[0], rtol=1e-4, atol=1e-4)
@@ -114,3 +115,20 @@ def test_cache_latents_command(tmp_path, capsys):
     assert len(LatentCache(tmp_path / "c")) == 6
     assert main(["cache-latents", str(config), "shard_sise=4"]) == 2
     assert "unknown config key 'shard_sise'" in capsys.readouterr().err
+
+
+def test_a_cache_directory_holds_one_cache(tmp_path, capsys):
+    """Resuming with the same settings goes on; other settings (that would give other shards) are refused before
+    anything is written, instead of mixing two caches' shards."""
+    cache_latents(cache_config(tmp_path / "c", 20))
+    cache_latents(cache_config(tmp_path / "c", 20, batch_size="4"))  # how, not what: the same cache
+    before = {path.name: path.stat().st_mtime_ns for path in (tmp_path / "c").iterdir()}
+    with pytest.raises(RaeditError, match=r"holds a latent cache of other settings \(they differ in data\)"):
+        cache_latents(cache_config(tmp_path / "c", 12))
+    with pytest.raises(RaeditError, match="differ in hflip"):
+        cache_latents(cache_config(tmp_path / "c", 20, hflip="true"))
+    assert {path.name: path.stat().st_mtime_ns for path in (tmp_path / "c").iterdir()} == before
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(RaeditError, match="holds files but no cache_config.json"):
+        cache_latents(cache_config(tmp_path / "other", 20))

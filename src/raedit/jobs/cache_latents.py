@@ -2,11 +2,13 @@
 
 Rank r of a torchrun job writes the shards k with k % world_size == r, each atomically, so ranks never write the
 same file, and a killed run resumes by skipping the shards already on disk, with any number of processes. Rank 0
-writes the manifest last.
+writes the manifest last. A cache directory holds one cache: `cache_config.json`, written first, says what its
+shards hold, and a run whose settings would give other shards is refused instead of mixing them in.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,11 +22,15 @@ from tqdm import tqdm
 from raedit.autoencoder import AutoencoderConfig
 from raedit.core.config import Rule, at_least, check_values, one_of
 from raedit.core.distributed import barrier, init_distributed
-from raedit.core.files import save_tensors, write_json
+from raedit.core.errors import RaeditError
+from raedit.core.files import read_json, save_tensors, write_json
 from raedit.data import DataConfig, build_dataset
 from raedit.data.latent_cache import DTYPES, MANIFEST, shard_path
 
 logger = logging.getLogger(__name__)
+
+DESCRIPTION = "cache_config.json"  # the settings that decide what the shards hold
+CONTENT_FREE_KEYS = ("out", "batch_size", "num_workers")  # settings that change how, not what, is cached
 
 
 @dataclass
@@ -51,7 +57,7 @@ def cache_latents(config: CacheConfig) -> Path:
     encoder = config.autoencoder.build_encoder().to(context.device)
     dataset = build_dataset(config.data)
     directory = Path(config.out)
-    directory.mkdir(parents=True, exist_ok=True)
+    claim_cache_directory(directory, config, context.is_main)
     num_shards = -(-len(dataset) // config.shard_size)
     mine = [k for k in range(context.rank, num_shards, context.world_size)]
     todo = [k for k in mine if not shard_path(directory, k).is_file()]
@@ -88,6 +94,27 @@ def cache_latents(config: CacheConfig) -> Path:
         logger.info("cached %d latents in %d shards under %s", description["count"], num_shards, directory)
     barrier()
     return manifest
+
+
+def claim_cache_directory(directory: Path, config: CacheConfig, is_main: bool) -> None:
+    """Make `directory` this cache's (on every rank; rank 0 writes): refuse one that holds another cache's shards,
+    or shards of unknown origin, before anything is written."""
+    content = json.loads(json.dumps({key: value for key, value in asdict(config).items()
+                                     if key not in CONTENT_FREE_KEYS}))  # as the description file holds it
+    description = directory / DESCRIPTION
+    if description.is_file():
+        held = read_json(description, "latent cache description")
+        different = sorted(key for key in set(held) | set(content) if held.get(key) != content.get(key))
+        if different:
+            raise RaeditError(f"{directory} holds a latent cache of other settings (they differ in "
+                              f"{', '.join(different)}): choose another out, or delete it")
+    elif directory.is_dir() and any(directory.iterdir()):
+        raise RaeditError(f"{directory} holds files but no {DESCRIPTION} (not a cache of this raedit): choose "
+                          f"another out, or delete it")
+    barrier()
+    if is_main and not description.is_file():
+        write_json(description, content)
+    barrier()
 
 
 def _num_classes(dataset: Dataset) -> int:
