@@ -30,9 +30,10 @@ from raedit.decoder import DecoderConfig, PatchUnpatchify, ViTDecoder
 from raedit.encoders import NO_WEIGHTS, Encoder, build_encoder, decode_only_encoder, get_spec
 from raedit.encoders.pixels import PixelPatchEncoder
 from raedit.interop.official_decoder import official_decoder_to_raedit
-from raedit.latent_stats import load_latent_stats
+from raedit.latent_stats import checked_stats, load_latent_stats
 
 CONFIG_FILE = "rae_config.json"
+STATS_KEYS = ("latent_mean", "latent_var")  # the statistics in a saved RAE's weights
 WEIGHTS_FILE = "rae.safetensors"
 NOISE_DISTRIBUTIONS = ("uniform", "halfnormal")
 UNPATCHIFY = "unpatchify"  # decoder_size of the parameter-free inverse of a pixels-* encoder
@@ -207,11 +208,11 @@ class RAE(nn.Module):
         decode_only: without the encoder's weights (`AutoencoderConfig.build_encoder`); `encode` is then an error."""
         config_path, weights_path = saved_rae_files(directory)
         stored = read_json(config_path, "RAE config")
-        latent_shape, normalized = tuple(stored.pop("latent_shape")), stored.pop("normalized")
         try:
+            latent_shape, normalized = tuple(int(size) for size in stored.pop("latent_shape")), stored.pop("normalized")
             config = AutoencoderConfig(**{**stored, **overrides})
-        except TypeError as error:
-            raise RaeditError(f"{config_path}: {error}") from None
+        except (KeyError, TypeError, ValueError) as error:
+            raise RaeditError(f"{config_path} is not an RAE config: {error!r}") from None
         if encoder is None and decode_only:
             encoder = config.build_encoder(decode_only=True, channels=latent_shape[0])
         rae = cls(config, encoder)
@@ -219,10 +220,14 @@ class RAE(nn.Module):
             raise RaeditError(f"{config_path.parent} was saved for latents {latent_shape}, but encoder "
                               f"'{config.encoder}' gives {rae.latent_shape}")
         weights = read_state_dict(weights_path, "RAE weights")
+        statistics = list(STATS_KEYS) if normalized else []
+        unexpected = [key for key in weights if not key.startswith("decoder.") and key not in statistics]
+        if unexpected:
+            raise RaeditError(f"{weights_path} holds an unexpected {unexpected[0]!r}")
         rae.load_decoder_state_dict({key.removeprefix("decoder."): value for key, value in weights.items()
                                      if key.startswith("decoder.")}, str(weights_path))
         if normalized:
-            rae.set_stats(weights["latent_mean"], weights["latent_var"])
+            rae.set_stats(*checked_stats(weights, STATS_KEYS, weights_path, rae.latent_shape))
         return rae
 
 
@@ -242,7 +247,7 @@ def saved_latent_stats(directory: str | Path) -> tuple[torch.Tensor, torch.Tenso
     if not read_json(config_path, "RAE config")["normalized"]:
         raise RaeditError(f"the RAE in {config_path.parent} holds no latent statistics")
     weights = read_state_dict(weights_path, "RAE weights")
-    return weights["latent_mean"], weights["latent_var"]
+    return checked_stats(weights, STATS_KEYS, weights_path)
 
 
 def store_latent_stats(directory: str | Path, mean: torch.Tensor, var: torch.Tensor,

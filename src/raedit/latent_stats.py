@@ -15,7 +15,7 @@ from safetensors import safe_open
 
 from raedit.core.distributed import all_gather_objects
 from raedit.core.errors import RaeditError
-from raedit.core.files import save_tensors
+from raedit.core.files import read_state_dict, save_tensors
 
 
 class RunningMoments:
@@ -76,21 +76,13 @@ def load_latent_stats(path: str | Path, expected_shape: tuple[int, int, int] | N
     A file whose shape differs from `expected_shape` (made for another encoder or resolution) is an error.
     """
     path = Path(path)
-    if not path.is_file():
-        raise RaeditError(f"latent statistics file not found: {path}")
+    stored = read_state_dict(path, "latent statistics")
+    made_for = None
     if path.suffix == ".safetensors":
-        with safe_open(str(path), framework="pt") as handle:
-            keys = set(handle.keys())
-            if not {"mean", "var"} <= keys:
-                raise RaeditError(f"{path} has no 'mean' and 'var' tensors (found: {sorted(keys)})")
-            mean, var = handle.get_tensor("mean"), handle.get_tensor("var")
+        with safe_open(str(path), framework="pt") as handle:  # readable: read_state_dict read it
             made_for = (handle.metadata() or {}).get("encoder")
-    else:
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(stored, dict) or "mean" not in stored or "var" not in stored:
-            raise RaeditError(f"{path} is not a statistics file with 'mean' and 'var'")
-        mean, var, made_for = stored["mean"], stored["var"], None
-    mean, var = mean.float().squeeze(0), var.float().squeeze(0)
+    mean, var = checked_stats(stored, ("mean", "var"), path)
+    mean, var = mean.squeeze(0), var.squeeze(0)
     if expected_shape is not None and tuple(mean.shape) != tuple(expected_shape):
         origin = f" (made for encoder '{made_for}')" if made_for else ""
         raise RaeditError(f"latent statistics in {path}{origin} have shape {tuple(mean.shape)}, but this "
@@ -100,3 +92,24 @@ def load_latent_stats(path: str | Path, expected_shape: tuple[int, int, int] | N
     if made_for and encoder and made_for != encoder:
         raise RaeditError(f"latent statistics in {path} were made for encoder '{made_for}', not '{encoder}'")
     return mean, var
+
+
+def checked_stats(tensors: dict[str, torch.Tensor], keys: tuple[str, str], source: str | Path,
+                  shape: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, var) from `tensors[keys]`: floating point, finite, var >= 0, of `shape` when given; else a
+    `RaeditError` naming `source`."""
+    missing = [key for key in keys if not isinstance(tensors.get(key), torch.Tensor)]
+    if missing:
+        raise RaeditError(f"{source} lacks the latent statistic {missing[0]!r}")
+    mean, var = (tensors[key] for key in keys)
+    for key, value in zip(keys, (mean, var)):
+        if shape is not None and tuple(value.shape) != tuple(shape):
+            raise RaeditError(f"{source}: the latent statistic {key!r} has shape {tuple(value.shape)}, the "
+                              f"latents are {tuple(shape)}")
+        if not value.is_floating_point():
+            raise RaeditError(f"{source}: the latent statistic {key!r} holds {value.dtype} values, not floats")
+        if not bool(torch.isfinite(value).all()):
+            raise RaeditError(f"{source}: the latent statistic {key!r} holds NaN or inf values")
+    if bool((var < 0).any()):
+        raise RaeditError(f"{source}: the latent variance {keys[1]!r} has negative values")
+    return mean.float(), var.float()

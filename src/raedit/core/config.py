@@ -19,10 +19,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from raedit.core.errors import RaeditError
+from raedit.core.errors import RaeditError, first_line
 
 T = TypeVar("T")
 # A rule for one config value: None when the value is allowed, else what is allowed ("must be at least 1").
@@ -162,23 +163,29 @@ def recipe_names() -> list[str]:
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Build a `cls` instance from its defaults, then the YAML file or recipe `path`, then `overrides`."""
+    merged: DictConfig = OmegaConf.structured(_resolved_field_types(cls))
+    source = "the command line"
     try:
-        merged: DictConfig = OmegaConf.structured(_resolved_field_types(cls))
         if path is not None:
-            merged = OmegaConf.merge(merged, _read_yaml(cls, find_config(path)))  # type: ignore[assignment]
+            source = str(find_config(path))
+            merged = OmegaConf.merge(merged, _read_yaml(cls, Path(source)))  # type: ignore[assignment]
         if overrides:
+            source = "the command line"
             given = parse_overrides(overrides)
-            check_keys(cls, given, "the command line")
+            check_keys(cls, given, source)
             merged = OmegaConf.merge(merged, given)  # type: ignore[assignment]
         config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:  # a value of the wrong type
-        raise RaeditError(f"invalid config value: {str(error).splitlines()[0]}") from None
+        raise RaeditError(f"invalid config value in {source}: {first_line(error)}") from None
     check_values(config)
     return config  # type: ignore[return-value]
 
 
 def _read_yaml(cls: type, path: Path) -> dict:
-    from_file = OmegaConf.to_container(OmegaConf.load(path)) or {}
+    try:
+        from_file = OmegaConf.to_container(OmegaConf.load(path)) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise RaeditError(f"config file {path} is not readable YAML: {first_line(error)}") from None
     if not isinstance(from_file, dict):
         raise RaeditError(f"config file {path} does not hold a mapping of keys")
     check_keys(cls, from_file, str(path))

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from raedit.core.errors import RaeditError
+from raedit.core.errors import RaeditError, first_line
 
 
 @contextmanager
@@ -52,15 +52,19 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
         save_file(tensors, str(temporary), metadata=metadata)
 
 
-def read_json(path: str | Path, what: str) -> Any:
-    """The JSON value in `path`; a missing or malformed file is a `RaeditError` naming `what` and the path."""
+def read_json(path: str | Path, what: str) -> dict[str, Any]:
+    """The JSON object in `path`; a missing or malformed file, or one holding anything but an object, is a
+    `RaeditError` naming `what` and the path."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except FileNotFoundError:
         raise RaeditError(f"{what} not found: {path}") from None
     except (OSError, ValueError) as error:
-        raise RaeditError(f"{what} {path} is not readable JSON: {str(error).splitlines()[0]}") from None
+        raise RaeditError(f"{what} {path} is not readable JSON: {first_line(error)}") from None
+    if not isinstance(value, dict):
+        raise RaeditError(f"{what} {path} holds a JSON {type(value).__name__}, not an object of keys")
+    return value
 
 
 def read_state_dict(path: str | Path, what: str = "weights") -> dict[str, torch.Tensor]:
@@ -73,11 +77,11 @@ def read_state_dict(path: str | Path, what: str = "weights") -> dict[str, torch.
         try:
             return load_file(str(path))
         except Exception as error:  # safetensors raises its own error types for a bad header
-            raise RaeditError(f"cannot read {what} from {path}: {str(error).splitlines()[0]}") from None
+            raise RaeditError(f"cannot read {what} from {path}: {first_line(error)}") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises pickle, zip and runtime errors alike for a bad file
-        raise RaeditError(f"cannot read {what} from {path}: {str(error).splitlines()[0]}") from None
+        raise RaeditError(f"cannot read {what} from {path}: {first_line(error)}") from None
     if not isinstance(state, dict):
         raise RaeditError(f"{path} holds a {type(state).__name__}, not a state dict")
     return state

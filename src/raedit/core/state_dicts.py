@@ -45,7 +45,8 @@ def strip_wrapper_prefixes(key: str) -> str:
 
 
 def check_fits(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], what: str) -> None:
-    """A `RaeditError` naming the first difference between two state dicts' keys or shapes, if any."""
+    """A `RaeditError` naming the first difference between two state dicts' keys, shapes or kinds of values
+    (floating point or not; any float precision fits), if any."""
     missing = [key for key in expected if key not in given]
     if missing:
         raise RaeditError(f"{what} lacks {missing[0]!r}" + _and_more(missing))
@@ -57,6 +58,11 @@ def check_fits(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.T
         key = wrong[0]
         raise RaeditError(f"{what}: {key!r} has shape {tuple(given[key].shape)}, the model's is "
                           f"{tuple(expected[key].shape)}" + _and_more(wrong))
+    kinds = [key for key, value in expected.items() if given[key].is_floating_point() != value.is_floating_point()]
+    if kinds:
+        key = kinds[0]
+        raise RaeditError(f"{what}: {key!r} holds {given[key].dtype} values, the model's are {expected[key].dtype}"
+                          + _and_more(kinds))
 
 
 def _and_more(keys: list[str]) -> str:

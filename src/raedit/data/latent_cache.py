@@ -13,19 +13,19 @@ means 800 passes over ImageNet.
 from __future__ import annotations
 
 import bisect
-import json
 import random
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from torch.utils.data import Dataset
 
 from raedit.core.errors import RaeditError
+from raedit.core.files import read_json, read_state_dict
 
 MANIFEST = "manifest.json"
+SHARD_TENSORS = ("latents", "labels", "indices", "flipped")  # what `raedit cache-latents` writes in a shard
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -43,14 +43,18 @@ class LatentCache(Dataset):
         if not manifest.is_file():
             raise RaeditError(f"{self.directory} is not a finished latent cache (no {MANIFEST}); "
                               "run or resume `raedit cache-latents`")
-        self.manifest = json.loads(manifest.read_text())
-        self.latent_shape = tuple(self.manifest["latent_shape"])
-        self.encoder = self.manifest["encoder"]
-        self.num_classes = int(self.manifest["num_classes"])
-        self.hflip = bool(self.manifest.get("hflip", False))
+        self.manifest = read_json(manifest, "latent cache manifest")
+        try:
+            self.latent_shape = tuple(int(size) for size in self.manifest["latent_shape"])
+            self.encoder = str(self.manifest["encoder"])
+            self.num_classes = int(self.manifest["num_classes"])
+            self.hflip = bool(self.manifest.get("hflip", False))
+            # Images per shard: a shard with mirror images holds each of its images twice.
+            counts = [int(shard["count"]) // (2 if self.hflip else 1) for shard in self.manifest["shards"]]
+            self.files = [self.directory / str(shard["file"]) for shard in self.manifest["shards"]]
+        except (KeyError, TypeError, ValueError) as error:
+            raise RaeditError(f"{manifest} is not a latent cache manifest: {error!r}") from None
         self.epoch, self.seed = 0, 0
-        # Images per shard: a shard with mirror images holds each of its images twice.
-        counts = [shard["count"] // (2 if self.hflip else 1) for shard in self.manifest["shards"]]
         self.starts = [sum(counts[:k]) for k in range(len(counts))]
         self.length = sum(counts)
         self.max_open_shards = max_open_shards
@@ -65,24 +69,42 @@ class LatentCache(Dataset):
 
     def stored_latents(self, batch_size: int = 512) -> Iterator[torch.Tensor]:
         """Every latent the cache stores (mirror images included), in batches: B x C x h x w float32."""
-        for shard in self.manifest["shards"]:
-            with safe_open(str(self.directory / shard["file"]), "pt") as handle:
-                latents = handle.get_slice("latents")
-                for start in range(0, shard["count"], batch_size):
-                    yield latents[start:start + batch_size].float()
+        for k in range(len(self.files)):
+            latents = self._read_shard(k)["latents"]
+            for start in range(0, len(latents), batch_size):
+                yield latents[start:start + batch_size].float()
 
     def _shard(self, k: int) -> dict[str, torch.Tensor]:
         if k not in self._open:
-            path = self.directory / self.manifest["shards"][k]["file"]
-            with safe_open(str(path), "pt") as handle:
-                names = ("latents", "labels", "indices", "flipped") if self.hflip else ("latents", "labels")
-                self._open[k] = {name: handle.get_tensor(name) for name in names}
+            self._open[k] = self._read_shard(k)
             if self.hflip:
-                self._open[k]["versions"] = _versions(self._open[k], path)
+                self._open[k]["versions"] = _versions(self._open[k], self.files[k])
             if len(self._open) > self.max_open_shards:
                 self._open.popitem(last=False)
         self._open.move_to_end(k)
         return self._open[k]
+
+    def _read_shard(self, k: int) -> dict[str, torch.Tensor]:
+        """Shard k's tensors, checked: its latents finite floats of the cache's shape, one label (and, with mirror
+        images, one index and flag) each, as many as the manifest says; else a `RaeditError` naming the file."""
+        path = self.files[k]
+        tensors = read_state_dict(path, "latent cache shard")
+        names = SHARD_TENSORS if self.hflip else SHARD_TENSORS[:2]
+        missing = [name for name in names if name not in tensors]
+        if missing:
+            raise RaeditError(f"{path} lacks {missing[0]!r}: re-create the shard (delete it and resume caching)")
+        unexpected = sorted(set(tensors) - set(SHARD_TENSORS))
+        if unexpected:
+            raise RaeditError(f"{path} holds an unexpected {unexpected[0]!r}: not a shard of this cache")
+        latents, count = tensors["latents"], int(self.manifest["shards"][k]["count"])
+        if tuple(latents.shape) != (count, *self.latent_shape) or not latents.is_floating_point():
+            raise RaeditError(f"{path} holds {latents.dtype} latents of shape {tuple(latents.shape)}, the manifest "
+                              f"{count} x {self.latent_shape}: re-create the shard")
+        if any(tuple(tensors[name].shape) != (count,) for name in names[1:]):
+            raise RaeditError(f"{path}: its labels or indices don't number its {count} latents; re-create the shard")
+        if not bool(torch.isfinite(latents).all()):
+            raise RaeditError(f"{path} holds NaN or inf latents: re-create the shard")
+        return {name: tensors[name] for name in names}
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         if not 0 <= index < self.length:

@@ -25,6 +25,7 @@ import torch
 
 from raedit.core.errors import RaeditError
 from raedit.core.files import read_json, read_state_dict, save_tensors, write_text
+from raedit.core.state_dicts import check_fits
 from raedit.diffusion.flow import shift_alpha
 from raedit.interop.official_dit import read_official_denoiser
 from raedit.models import MODEL_FAMILIES, Denoiser, DiTConfig, build_model, family_of
@@ -131,6 +132,7 @@ def load_denoiser(path: str | Path, device: torch.device | str = "cpu") -> tuple
         info = DenoiserInfo.from_json(read_json(config_file, "model config"), config_file)
         weights = read_state_dict(weights_file, "denoiser weights")
     model = build_model(info.model)
+    check_fits(model.state_dict(), weights, f"the weights in {weights_file}")
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as error:

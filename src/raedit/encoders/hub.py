@@ -21,7 +21,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from transformers import PreTrainedModel
 
-from raedit.core.errors import RaeditError
+from raedit.core.errors import RaeditError, first_line
 from raedit.encoders.spec import EncoderSpec
 
 logger = logging.getLogger(__name__)
@@ -85,10 +85,10 @@ def _from_pretrained(
     except OSError as error:
         if local_files_only and not Path(source).expanduser().is_dir():
             raise  # a cache miss: the caller decides whether to download
-        raise _missing_weights(spec, source, _first_line(error)) from error
+        raise _missing_weights(spec, source, first_line(error)) from error
     except (ValueError, RuntimeError) as error:  # wrong config type, tensor shapes that don't fit the model
         raise RaeditError(
-            f"weights '{source}' do not fit encoder '{spec.name}' ({model_class.__name__}): {_first_line(error)}"
+            f"weights '{source}' do not fit encoder '{spec.name}' ({model_class.__name__}): {first_line(error)}"
         ) from error
     missing = sorted(loading_info["missing_keys"])
     if missing:
@@ -128,10 +128,10 @@ def _require_reachable_hub(spec: EncoderSpec, repo_id: str) -> None:
     try:
         HfApi().model_info(repo_id, timeout=HUB_PROBE_TIMEOUT_S)
     except HfHubHTTPError as error:  # the hub answered: no such repository, gated, ...
-        raise _missing_weights(spec, repo_id, f"the hub refused it ({_first_line(error)})") from error
+        raise _missing_weights(spec, repo_id, f"the hub refused it ({first_line(error)})") from error
     except Exception as error:  # noqa: BLE001 - any transport failure (DNS, refused, timeout) means "no network"
         raise _missing_weights(
-            spec, repo_id, f"it is not in the Hugging Face cache and the hub is unreachable ({_first_line(error)})"
+            spec, repo_id, f"it is not in the Hugging Face cache and the hub is unreachable ({first_line(error)})"
         ) from error
 
 
@@ -157,8 +157,3 @@ def _missing_weights(spec: EncoderSpec, source: str, reason: str) -> RaeditError
         f"HF_HOME over, and HF_HUB_OFFLINE=1 then uses the cache only), or pass a local directory "
         f"(`hf download {hub_id} --local-dir DIR`, or save_pretrained) as the encoder weights"
     )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -73,7 +73,10 @@ class NpzImages:
             _read_npy_header(member)
             for start in range(0, self.shape[0], batch_size):
                 count = min(batch_size, self.shape[0] - start)
-                raw = member.read(count * image_bytes)
+                try:
+                    raw = member.read(count * image_bytes)
+                except (zipfile.BadZipFile, OSError, EOFError) as error:  # e.g. a CRC that doesn't match
+                    raise RaeditError(f"{self.path}: '{self.key}' is damaged ({error})") from None
                 if len(raw) != count * image_bytes:
                     raise RaeditError(f"{self.path}: '{self.key}' is truncated after about {start} images")
                 yield np.frombuffer(bytearray(raw), dtype=np.uint8).reshape(count, *self.shape[1:])

@@ -34,7 +34,7 @@ import torch
 from transformers import Dinov2WithRegistersModel, PretrainedConfig, PreTrainedModel, SiglipVisionModel, ViTMAEModel
 
 from raedit.autoencoder import RAE, AutoencoderConfig
-from raedit.core.errors import RaeditError
+from raedit.core.errors import RaeditError, first_line
 from raedit.core.files import read_json, read_state_dict, save_tensors, write_json
 from raedit.core.state_dicts import check_fits, rename_key
 from raedit.decoder import ViTDecoder, decoder_architecture, decoder_size_name
@@ -237,9 +237,8 @@ def _diffusers_directory(source: str | Path) -> Path:
         try:
             directory = Path(snapshot_download(str(source), allow_patterns=[DIFFUSERS_CONFIG, DIFFUSERS_WEIGHTS]))
         except Exception as error:  # noqa: BLE001 - an invalid id, a missing repository and no network alike
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise RaeditError(f"cannot get the diffusers AutoencoderRAE '{source}': no such directory, and the hub "
-                              f"download failed ({reason})") from None
+                              f"download failed ({first_line(error)})") from None
     if not (directory / DIFFUSERS_CONFIG).is_file() or not (directory / DIFFUSERS_WEIGHTS).is_file():
         raise RaeditError(f"{directory} is not a diffusers AutoencoderRAE (needs {DIFFUSERS_CONFIG} and "
                           f"{DIFFUSERS_WEIGHTS})")

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from raedit.autoencoder import RAE, AutoencoderConfig
-from raedit.core.errors import RaeditError
+from raedit.core.errors import RaeditError, first_line
 from raedit.core.files import read_state_dict
 from raedit.core.state_dicts import weights_of
 from raedit.diffusion.denoiser_io import DenoiserInfo, official_denoiser_info, save_denoiser
@@ -124,7 +124,7 @@ def fetch_release_file(name: str, local_dir: str | Path | None) -> Path:
     try:
         return Path(hf_hub_download(RELEASE_REPO, name))
     except Exception as error:  # network, authentication and missing-file errors alike
-        raise RaeditError(f"cannot download {name} from {RELEASE_REPO}: {str(error).splitlines()[0]} (or give "
+        raise RaeditError(f"cannot download {name} from {RELEASE_REPO}: {first_line(error)} (or give "
                           f"--from DIR, a copy made with `hf download {RELEASE_REPO} --local-dir DIR`)") from None
 
 

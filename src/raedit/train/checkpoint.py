@@ -43,7 +43,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from raedit.core.distributed import DistContext, all_gather_objects, barrier
-from raedit.core.errors import RaeditError
+from raedit.core.errors import RaeditError, first_line
 from raedit.train.ema import EMA
 from raedit.train.parallel import FULL_STATE, full_state_dict
 from raedit.train.schedules import LRSchedule
@@ -340,7 +340,7 @@ def load_checkpoint(path: str | Path, components: TrainComponents, ctx: DistCont
         for name, ema in components.emas.items():
             ema.load_state_dict(load_file(str(path / f"ema-{name}.safetensors")))
     except (RuntimeError, KeyError, ValueError) as error:
-        raise RaeditError(f"checkpoint {path} does not fit this run: {str(error).splitlines()[0]}") from None
+        raise RaeditError(f"checkpoint {path} does not fit this run: {first_line(error)}") from None
     for name, scheduler in components.schedulers.items():
         scheduler.load_state_dict(state["schedulers"][name])
     rng = state["rng"]
