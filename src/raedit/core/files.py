@@ -7,6 +7,7 @@ Weights, statistics, latent shards, manifests, configs and sample sets are all w
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Iterator
@@ -23,13 +24,19 @@ from raedit.core.errors import RaeditError, first_line
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside `path`, with its suffix (numpy and safetensors keep the name as given), to write
-    to; renamed onto `path` when the block ends without an error, removed when it raises."""
+    to; renamed onto `path` when the block ends without an error, removed when it raises (a full disk is a
+    one-line `RaeditError`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         yield temporary
         os.replace(temporary, path)
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise RaeditError(f"no space left on the device writing {path}: it was not written, and what was there "
+                              f"before is unchanged") from None
+        raise
     finally:
         temporary.unlink(missing_ok=True)
 

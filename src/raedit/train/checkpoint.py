@@ -20,6 +20,7 @@ Nothing is read with `torch.load`.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import logging
 import os
@@ -224,32 +225,39 @@ def _write_checkpoint(
         shutil.rmtree(stale, ignore_errors=True)
     final = directory / checkpoint_name(progress.step)
     temporary = directory / f"{_TMP_PREFIX}{final.name}-{os.getpid()}"
-    temporary.mkdir()
-    for name, state in models.items():
-        _save_tensors(temporary / f"model-{name}.safetensors", state)
-    for name, state in emas.items():
-        _save_tensors(temporary / f"ema-{name}.safetensors", state)
-    optimizer_skeletons = {}
-    for name, state in optimizers.items():
-        tensors: dict[str, torch.Tensor] = {}
-        optimizer_skeletons[name] = _split_tensors(state, "optimizer", tensors)
-        _save_tensors(temporary / f"optimizer-{name}.safetensors", tensors)
-    state_json = {
-        "format": FORMAT_VERSION,
-        "progress": asdict(progress),
-        "schedulers": {name: s.state_dict() for name, s in components.schedulers.items()},
-        "optimizers": optimizer_skeletons,
-        "rng": rng_states,
-    }
-    _write_file_synced(temporary / "state.json", json.dumps(state_json).encode())
-    for name, text in texts.items():
-        _write_file_synced(temporary / name, text.encode())
-    sizes = {p.name: p.stat().st_size for p in sorted(temporary.iterdir())}
-    manifest = {"format": FORMAT_VERSION, "step": progress.step, "files": sizes}
-    _write_file_synced(temporary / "manifest.json", json.dumps(manifest, indent=1).encode())
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(temporary, final)
+    try:
+        temporary.mkdir()
+        for name, state in models.items():
+            _save_tensors(temporary / f"model-{name}.safetensors", state)
+        for name, state in emas.items():
+            _save_tensors(temporary / f"ema-{name}.safetensors", state)
+        optimizer_skeletons = {}
+        for name, state in optimizers.items():
+            tensors: dict[str, torch.Tensor] = {}
+            optimizer_skeletons[name] = _split_tensors(state, "optimizer", tensors)
+            _save_tensors(temporary / f"optimizer-{name}.safetensors", tensors)
+        state_json = {
+            "format": FORMAT_VERSION,
+            "progress": asdict(progress),
+            "schedulers": {name: s.state_dict() for name, s in components.schedulers.items()},
+            "optimizers": optimizer_skeletons,
+            "rng": rng_states,
+        }
+        _write_file_synced(temporary / "state.json", json.dumps(state_json).encode())
+        for name, text in texts.items():
+            _write_file_synced(temporary / name, text.encode())
+        sizes = {p.name: p.stat().st_size for p in sorted(temporary.iterdir())}
+        manifest = {"format": FORMAT_VERSION, "step": progress.step, "files": sizes}
+        _write_file_synced(temporary / "manifest.json", json.dumps(manifest, indent=1).encode())
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(temporary, final)
+    except OSError as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if error.errno == errno.ENOSPC:
+            raise RaeditError(f"no space left on the device writing checkpoint {final}: it was not written; the "
+                              f"checkpoints before it are unchanged") from None
+        raise
     directory_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(directory_fd)
