@@ -2,7 +2,6 @@
 moves the old run aside, and a lock keeps a second process out (a dead process's lock is taken over, reported)."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -71,9 +70,14 @@ def lock(run_dir: Path, host: str, pid: int) -> None:
 def test_a_live_lock_refuses_and_a_dead_processes_lock_is_taken_over(setup, tmp_path, caplog):
     run_dir = tmp_path / "run"
     config = load_config(Stage2Config, None, settings(setup, run_dir, "train.epochs=1"))
-    lock(run_dir, socket.gethostname(), os.getpid())  # a live process: this one
-    with pytest.raises(RaeditError, match=rf"{run_dir} is being written by process {os.getpid()}"):
-        train_diffusion(config, resume=True)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock(run_dir, socket.gethostname(), live.pid)  # a live process
+        with pytest.raises(RaeditError, match=rf"{run_dir} is being written by process {live.pid}"):
+            train_diffusion(config, resume=True)
+    finally:
+        live.kill()
+        live.wait()
     lock(run_dir, "another-host", 12345)  # can't be checked from here
     with pytest.raises(RaeditError, match="is being written by process 12345 on another-host"):
         train_diffusion(config, resume=True)

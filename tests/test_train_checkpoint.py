@@ -12,7 +12,6 @@ import torch
 
 from raedit.core.distributed import DistContext
 from raedit.core.errors import RaeditError
-from raedit.train import checkpoint as checkpoint_module
 from raedit.train.checkpoint import (
     Progress,
     TrainComponents,
@@ -93,7 +92,7 @@ def test_crash_during_save_leaves_the_previous_checkpoint_intact(tmp_path, monke
             raise KeyboardInterrupt("killed during save")
         return real_save(tensors, filename, *args, **kwargs)
 
-    monkeypatch.setattr(checkpoint_module, "save_file", crash_on_second_file)
+    monkeypatch.setattr("raedit.core.files.save_file", crash_on_second_file)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path, components, Progress(step=2), CPU)
     monkeypatch.undo()

@@ -164,19 +164,21 @@ def recipe_names() -> list[str]:
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Build a `cls` instance from its defaults, then the YAML file or recipe `path`, then `overrides`."""
     merged: DictConfig = OmegaConf.structured(_resolved_field_types(cls))
-    source = "the command line"
+    sources: list[str] = []  # where the values come from, for an error
     try:
         if path is not None:
-            source = str(find_config(path))
-            merged = OmegaConf.merge(merged, _read_yaml(cls, Path(source)))  # type: ignore[assignment]
+            file = find_config(path)
+            sources.append(str(file))
+            merged = OmegaConf.merge(merged, _read_yaml(cls, file))  # type: ignore[assignment]
         if overrides:
-            source = "the command line"
+            sources.append("the command line")
             given = parse_overrides(overrides)
-            check_keys(cls, given, source)
+            check_keys(cls, given, "the command line")
             merged = OmegaConf.merge(merged, given)  # type: ignore[assignment]
         config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:  # a value of the wrong type
-        raise RaeditError(f"invalid config value in {source}: {first_line(error)}") from None
+        raise RaeditError(f"invalid config value in {' or '.join(sources) or 'the defaults'}: "
+                          f"{first_line(error)}") from None
     check_values(config)
     return config  # type: ignore[return-value]
 

@@ -56,7 +56,19 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
     """Write `tensors` (copied to the CPU, contiguous) as a safetensors file, atomically."""
     tensors = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
     with atomic_path(path) as temporary:
-        save_file(tensors, str(temporary), metadata=metadata)
+        write_safetensors(temporary, tensors, metadata)
+
+
+def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor],
+                      metadata: dict[str, str] | None = None) -> None:
+    """`safetensors.torch.save_file`, whose full-disk error (its own type, "code: 28") becomes an ENOSPC `OSError`
+    like every other write's."""
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except Exception as error:  # safetensors reports I/O errors as SafetensorError
+        if "code: 28" in str(error) or "No space left" in str(error):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from error
+        raise
 
 
 def read_json(path: str | Path, what: str) -> dict[str, Any]:

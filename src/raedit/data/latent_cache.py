@@ -97,12 +97,14 @@ class LatentCache(Dataset):
         if unexpected:
             raise RaeditError(f"{path} holds an unexpected {unexpected[0]!r}: not a shard of this cache")
         latents, count = tensors["latents"], int(self.manifest["shards"][k]["count"])
+        if count == 0:  # every image of the shard was unreadable
+            return {name: torch.empty(0, *self.latent_shape) if name == "latents" else tensors[name] for name in names}
         if tuple(latents.shape) != (count, *self.latent_shape) or not latents.is_floating_point():
             raise RaeditError(f"{path} holds {latents.dtype} latents of shape {tuple(latents.shape)}, the manifest "
                               f"{count} x {self.latent_shape}: re-create the shard")
         if any(tuple(tensors[name].shape) != (count,) for name in names[1:]):
             raise RaeditError(f"{path}: its labels or indices don't number its {count} latents; re-create the shard")
-        if not bool(torch.isfinite(latents).all()):
+        if not all(bool(torch.isfinite(chunk).all()) for chunk in latents.split(512)):
             raise RaeditError(f"{path} holds NaN or inf latents: re-create the shard")
         return {name: tensors[name] for name in names}
 

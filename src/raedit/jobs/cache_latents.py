@@ -30,7 +30,7 @@ from raedit.data.latent_cache import DTYPES, MANIFEST, shard_path
 logger = logging.getLogger(__name__)
 
 DESCRIPTION = "cache_config.json"  # the settings that decide what the shards hold
-CONTENT_FREE_KEYS = ("out", "batch_size", "num_workers")  # settings that change how, not what, is cached
+CONTENT_KEYS = ("data", "shard_size", "hflip", "dtype")  # with the encoder: what decides the shards' content
 
 
 @dataclass
@@ -99,8 +99,10 @@ def cache_latents(config: CacheConfig) -> Path:
 def claim_cache_directory(directory: Path, config: CacheConfig, is_main: bool) -> None:
     """Make `directory` this cache's (on every rank; rank 0 writes): refuse one that holds another cache's shards,
     or shards of unknown origin, before anything is written."""
-    content = json.loads(json.dumps({key: value for key, value in asdict(config).items()
-                                     if key not in CONTENT_FREE_KEYS}))  # as the description file holds it
+    encoder = config.autoencoder
+    content = json.loads(json.dumps({  # as the description file holds it
+        "encoder": [encoder.encoder, encoder.encoder_weights, encoder.encoder_input_size],
+        **{key: value for key, value in asdict(config).items() if key in CONTENT_KEYS}}))
     description = directory / DESCRIPTION
     if description.is_file():
         held = read_json(description, "latent cache description")
@@ -108,9 +110,12 @@ def claim_cache_directory(directory: Path, config: CacheConfig, is_main: bool) -
         if different:
             raise RaeditError(f"{directory} holds a latent cache of other settings (they differ in "
                               f"{', '.join(different)}): choose another out, or delete it")
+    elif (directory / MANIFEST).is_file() or any(directory.glob("shard-*.safetensors")):
+        logger.warning("%s was started by an earlier raedit (no %s): continuing it without checking its settings",
+                       directory, DESCRIPTION)
     elif directory.is_dir() and any(directory.iterdir()):
-        raise RaeditError(f"{directory} holds files but no {DESCRIPTION} (not a cache of this raedit): choose "
-                          f"another out, or delete it")
+        raise RaeditError(f"{directory} holds files but no {DESCRIPTION} (not a latent cache): choose another out, "
+                          f"or delete it")
     barrier()
     if is_main and not description.is_file():
         write_json(description, content)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -45,6 +45,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from raedit.core.distributed import DistContext, all_gather_objects, barrier
 from raedit.core.errors import RaeditError, first_line
+from raedit.core.files import write_safetensors
 from raedit.train.ema import EMA
 from raedit.train.parallel import FULL_STATE, full_state_dict
 from raedit.train.schedules import LRSchedule
@@ -173,7 +174,7 @@ def _write_file_synced(path: Path, data: bytes) -> None:
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    save_file(_savable(tensors), str(path))
+    write_safetensors(path, _savable(tensors))
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
 

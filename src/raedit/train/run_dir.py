@@ -101,8 +101,7 @@ class RunDir:
         try:
             descriptor = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:  # another process took it between the check and here
-            self._check_lock()
-            raise
+            raise RaeditError(f"{self.root} was just taken by another process ({self.lock_path})") from None
         with os.fdopen(descriptor, "w") as handle:
             handle.write(owner)
 
@@ -119,13 +118,13 @@ class RunDir:
             host, pid = str(owner["host"]), int(owner["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             raise RaeditError(f"{self.lock_path} is unreadable: if no job writes {self.root}, delete it") from None
-        if host == socket.gethostname() and not _process_alive(pid):
+        if host == socket.gethostname() and (pid == os.getpid() or not _process_alive(pid)):
             logger.warning("%s was locked by process %d, which no longer runs (killed?): taking it over", self.root,
                            pid)
             self.lock_path.unlink(missing_ok=True)
             return
         raise RaeditError(f"{self.root} is being written by process {pid} on {host} ({self.lock_path}); wait for "
-                          f"it, or choose another run_dir")
+                          f"it, or, if no process writes it (a run killed on another machine), delete the lock")
 
     def create(self, config_yaml: str) -> None:
         """Make the folders and write the resolved config (call on rank 0)."""
