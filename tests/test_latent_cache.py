@@ -132,3 +132,12 @@ def test_a_cache_directory_holds_one_cache(tmp_path, capsys):
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(RaeditError, match="holds files but no cache_config.json"):
         cache_latents(cache_config(tmp_path / "other", 20))
+
+
+def test_a_cache_begun_by_an_earlier_raedit_continues(tmp_path, caplog):
+    cache_latents(cache_config(tmp_path / "c", 20))
+    (tmp_path / "c" / "cache_config.json").unlink()  # as an earlier raedit left it
+    shard_path(tmp_path / "c", 1).unlink()  # killed before this shard
+    cache_latents(cache_config(tmp_path / "c", 20))
+    assert "started by an earlier raedit" in caplog.text and len(LatentCache(tmp_path / "c")) == 20
+    assert (tmp_path / "c" / "cache_config.json").is_file()
