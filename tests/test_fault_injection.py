@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from safetensors.torch import save as save_safetensors
 from stage2_helpers import cache_stats, make_setup
 
 from raedit.cli import main
@@ -48,14 +49,18 @@ JSON_CORRUPTIONS: dict[str, ByteCorruption] = {
 }
 
 
-def tensor_corruptions(tensors: dict[str, torch.Tensor], key: str) -> dict[str, dict[str, torch.Tensor]]:
-    """Structured corruptions of a safetensors file's content around `key`."""
+def corrupted_bytes(original: bytes, json_file: bool = False) -> dict[str, bytes]:
+    """The file's bytes, corrupted each way for its kind."""
+    corruptions = JSON_CORRUPTIONS if json_file else BYTE_CORRUPTIONS
+    return {label: corrupt(original) for label, corrupt in corruptions.items()}
+
+
+def corrupted_tensors(tensors: dict[str, torch.Tensor], key: str, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """A safetensors file's content corrupted around `key` (all but the `skip` kinds), as file bytes."""
     value = tensors[key]
-    nan = value.clone().float()
-    nan.view(-1)[0] = float("nan")
-    inf = value.clone().float()
-    inf.view(-1)[-1] = float("inf")
-    return {
+    nan, inf = value.clone().float(), value.clone().float()
+    nan.view(-1)[0], inf.view(-1)[-1] = float("nan"), float("inf")
+    variants = {
         "missing key": {k: v for k, v in tensors.items() if k != key},
         "extra key": {**tensors, "surprise.weight": torch.zeros(2)},
         "wrong shape": {**tensors, key: torch.zeros(*value.shape[:-1], value.shape[-1] + 1)},
@@ -63,6 +68,8 @@ def tensor_corruptions(tensors: dict[str, torch.Tensor], key: str) -> dict[str, 
         "NaN": {**tensors, key: nan.to(value.dtype)},
         "inf": {**tensors, key: inf.to(value.dtype)},
     }
+    return {f"{key}: {label}": save_safetensors({k: v.contiguous() for k, v in content.items()})
+            for label, content in variants.items() if label not in skip}
 
 
 @pytest.fixture(scope="module")
@@ -109,44 +116,31 @@ def sample_argv(denoiser: Path, out: Path, *extra) -> list:
 @pytest.mark.parametrize("name", ["model.safetensors", "model_config.json"])
 def test_a_corrupt_saved_denoiser(world, tmp_path, capsys, name):
     denoiser = copy_tree(world["denoiser"], tmp_path / "denoiser")
-    target, original = denoiser / name, (world["denoiser"] / name).read_bytes()
-    corruptions = JSON_CORRUPTIONS if name.endswith(".json") else BYTE_CORRUPTIONS
-    for label, corrupt in corruptions.items():
-        target.write_bytes(corrupt(original))
+    target = denoiser / name
+    variants = corrupted_bytes(target.read_bytes(), name.endswith(".json"))
+    if name.endswith(".safetensors"):  # weights may hold anything finite or not; statistics and latents may not
+        variants |= corrupted_tensors(load_file(str(target)), "final_layer.linear.weight", skip=("NaN", "inf"))
+    for label, data in variants.items():
+        target.write_bytes(data)
         out = tmp_path / "samples.npz"
         assert_one_line_error(capsys, sample_argv(denoiser, out), f"denoiser {name}: {label}", target,
-                                  outputs=(out,))
-    if name.endswith(".safetensors"):
-        tensors = load_file(str(world["denoiser"] / name))
-        for label, content in tensor_corruptions(tensors, "final_layer.linear.weight").items():
-            if label in ("NaN", "inf"):
-                continue  # weights may hold anything finite or not; statistics and latents may not
-            save_file(content, str(target))
-            out = tmp_path / "samples.npz"
-            assert_one_line_error(capsys, sample_argv(denoiser, out), f"denoiser {name}: {label}", target,
-                                  outputs=(out,))
+                              outputs=(out,))
 
 
 @pytest.mark.parametrize("name", ["rae.safetensors", "rae_config.json"])
 def test_a_corrupt_saved_rae(world, tmp_path, capsys, name):
     rae = copy_tree(world["rae"], tmp_path / "rae")
-    target, original = rae / name, (world["rae"] / name).read_bytes()
-    corruptions = JSON_CORRUPTIONS if name.endswith(".json") else BYTE_CORRUPTIONS
-    for label, corrupt in corruptions.items():
-        target.write_bytes(corrupt(original))
+    target = rae / name
+    variants = corrupted_bytes(target.read_bytes(), name.endswith(".json"))
+    if name.endswith(".safetensors"):
+        tensors = load_file(str(target))
+        variants |= corrupted_tensors(tensors, "latent_var") | corrupted_tensors(tensors, "decoder.head.weight",
+                                                                                skip=("NaN", "inf"))
+    for label, data in variants.items():
+        target.write_bytes(data)
         out = tmp_path / "samples.npz"
         assert_one_line_error(capsys, sample_argv(world["denoiser"], out, "--rae", rae), f"rae {name}: {label}",
                               target, outputs=(out,))
-    if name.endswith(".safetensors"):
-        tensors = load_file(str(world["rae"] / name))
-        for key in ("latent_var", "decoder.head.weight"):
-            for label, content in tensor_corruptions(tensors, key).items():
-                if key.startswith("decoder") and label in ("NaN", "inf"):
-                    continue
-                save_file(content, str(target))
-                out = tmp_path / "samples.npz"
-                assert_one_line_error(capsys, sample_argv(world["denoiser"], out, "--rae", rae),
-                                      f"rae {key}: {label}", target, outputs=(out,))
 
 
 def test_a_corrupt_latent_cache(world, tmp_path, capsys):
@@ -159,13 +153,7 @@ def test_a_corrupt_latent_cache(world, tmp_path, capsys):
             "model.depth=1", "model.width=64", "model.num_heads=2", "model.head_width=128", "model.head_num_heads=2",
             "model.num_classes=10", "train.schedule.decay_start_epoch=0", "train.schedule.decay_end_epoch=1",
             "train.schedule.warmup_epochs=0"]
-    corruptions = {label: corrupt(original) for label, corrupt in BYTE_CORRUPTIONS.items()}
-    tensors = load_file(str(world["cache"] / shard.name))
-    for label, content in tensor_corruptions(tensors, "latents").items():
-        if label in ("missing key", "extra key", "NaN", "inf", "wrong shape", "wrong dtype"):
-            path = tmp_path / "staged.safetensors"
-            save_file(content, str(path))
-            corruptions[label] = path.read_bytes()
+    corruptions = corrupted_bytes(original) | corrupted_tensors(load_file(str(shard)), "latents")
     for index, (label, data) in enumerate(corruptions.items()):
         shard.write_bytes(data)
         run_dir = tmp_path / f"run{index}"
@@ -174,9 +162,9 @@ def test_a_corrupt_latent_cache(world, tmp_path, capsys):
     shard.write_bytes(original)
     manifest = cache / "manifest.json"
     good = manifest.read_bytes()
-    for label, corrupt in JSON_CORRUPTIONS.items():
-        manifest.write_bytes(corrupt(good))
-        run_dir = tmp_path / f"manifest-{label.replace(' ', '-')}"
+    for index, (label, data) in enumerate(corrupted_bytes(good, json_file=True).items()):
+        manifest.write_bytes(data)
+        run_dir = tmp_path / f"manifest{index}"
         assert_one_line_error(capsys, [*base, f"run_dir={run_dir}"], f"cache manifest: {label}", manifest,
                               outputs=(run_dir / "model",))
 
@@ -187,12 +175,8 @@ def test_corrupt_statistics_files(world, tmp_path, capsys):
     save_file({"mean": mean.contiguous(), "var": var.contiguous()}, str(good))
     original = good.read_bytes()
     bad = tmp_path / "bad.safetensors"
-    variants = {label: corrupt(original) for label, corrupt in BYTE_CORRUPTIONS.items()}
-    for label, content in tensor_corruptions({"mean": mean.contiguous(), "var": var.contiguous()}, "var").items():
-        if label == "extra key":
-            continue  # other tensors beside mean and var are allowed in a statistics file
-        save_file(content, str(tmp_path / "staged.safetensors"))
-        variants[label] = (tmp_path / "staged.safetensors").read_bytes()
+    # other tensors beside mean and var are allowed in a statistics file
+    variants = corrupted_bytes(original) | corrupted_tensors(load_file(str(good)), "var", skip=("extra key",))
     pt = tmp_path / "stat.pt"
     for label, data in variants.items():
         bad.write_bytes(data)

@@ -132,10 +132,6 @@ def load_denoiser(path: str | Path, device: torch.device | str = "cpu") -> tuple
         info = DenoiserInfo.from_json(read_json(config_file, "model config"), config_file)
         weights = read_state_dict(weights_file, "denoiser weights")
     model = build_model(info.model)
-    check_fits(model.state_dict(), weights, f"the weights in {weights_file}")
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as error:
-        raise RaeditError(f"weights in {weights_file} don't fit the model of {config_file}: "
-                          f"{str(error).splitlines()[-1].strip()}") from None
+    check_fits(model.state_dict(), weights, f"the weights in {weights_file} (for the model of {config_file.name})")
+    model.load_state_dict(weights, strict=True)
     return model.to(device).eval(), info

@@ -12,6 +12,7 @@ names its encoder, and sampling decodes without it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from raedit.autoencoder import RAE, AutoencoderConfig
 from raedit.core.errors import RaeditError, first_line
 from raedit.core.files import read_state_dict
 from raedit.core.state_dicts import weights_of
-from raedit.diffusion.denoiser_io import DenoiserInfo, official_denoiser_info, save_denoiser
+from raedit.diffusion.denoiser_io import official_denoiser_info, save_denoiser
 from raedit.encoders import ENCODERS, get_spec
 from raedit.interop.official_decoder import official_decoder_config
 from raedit.interop.official_dit import read_official_denoiser
@@ -88,8 +89,8 @@ def import_denoiser(path: str | Path, rae_dir: str | Path, out: str | Path) -> P
     if rae.latent_shape != config.latent_shape:
         raise RaeditError(f"the denoiser {path} models latents {config.latent_shape}, the RAE in {rae_dir} "
                           f"gives {rae.latent_shape}")
-    official = official_denoiser_info(config)
-    info = DenoiserInfo(config, official.shift_alpha, str(Path(rae_dir).resolve()), rae.config.encoder)
+    info = dataclasses.replace(official_denoiser_info(config), rae=str(Path(rae_dir).resolve()),
+                               encoder=rae.config.encoder)
     save_denoiser(out, weights, info)
     logger.info("denoiser: %s (%s, depth %d, width %d) -> %s", path, type(config).__name__, config.depth,
                 config.width, out)
