@@ -15,7 +15,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("primitives", ("raedit.core",)),
     ("models and representations", ("raedit.encoders", "raedit.decoder", "raedit.latent_stats", "raedit.autoencoder",
                                     "raedit.interop", "raedit.models", "raedit.diffusion", "raedit.losses")),
-    ("data and evaluation", ("raedit.data", "raedit.eval")),
+    ("data, evaluation and measurement", ("raedit.data", "raedit.eval", "raedit.perf")),
     ("training", ("raedit.train",)),
     ("jobs", ("raedit.jobs", "raedit.experiments")),
     ("command line", ("raedit.cli",)),

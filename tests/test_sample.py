@@ -111,6 +111,15 @@ def test_guidance_changes_the_samples_and_bf16_stays_close(models, tmp_path):
     assert np.abs(bf16 - plain).mean() < 3
 
 
+def test_compiled_sampling_and_each_attention_kernel_give_the_eager_images(models, tmp_path):
+    """The same uint8 images up to float rounding: at most 1 level apart, and rarely that."""
+    settings = {"cfg": 4.0, "cfg_interval": (0.2, 1.0)}
+    eager = run(models, tmp_path, "eager", **settings)["arr_0"].astype(int)
+    for name, options in [("compiled", {"compile": True}), ("math", {"attention": "math"})]:
+        other = run(models, tmp_path, name, **settings, **options)["arr_0"].astype(int)
+        assert np.abs(other - eager).max() <= 1 and (other != eager).mean() < 0.01, name
+
+
 def test_two_ranks_write_the_same_samples_as_one(models, tmp_path):
     result = run_torchrun_code(tmp_path, f"""
         from raedit.jobs.sample import SampleConfig, generate

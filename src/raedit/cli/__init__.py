@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "raedit.cli.diffusion_commands",
     "raedit.cli.recipe_commands",
     "raedit.cli.release_commands",
+    "raedit.cli.bench_commands",
 ]
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import Dinov2WithRegistersModel
+from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel
 
 from raedit.encoders.base import TransformersViTEncoder
 from raedit.encoders.hub import load_pretrained, reject_options
 from raedit.encoders.spec import EncoderSpec
+
+# Token width -> (layers, heads) of the released DINOv2 ViT-S/B/L (MLP 4 x width, patch 14, 518 px positions).
+DINOV2_DEPTH_AND_HEADS = {384: (12, 6), 768: (12, 12), 1024: (24, 16)}
 
 
 class Dinov2Encoder(TransformersViTEncoder):
@@ -33,6 +36,16 @@ class Dinov2Encoder(TransformersViTEncoder):
         official 512 px model."""
         reject_options(spec, options)
         return cls(spec, load_pretrained(Dinov2WithRegistersModel, spec, source), input_size)
+
+    @classmethod
+    def with_random_weights(cls, spec: EncoderSpec, input_size: int | None = None) -> "Dinov2Encoder":
+        """The released architecture of `spec` (S, B or L by its width) with random weights: for measuring speed
+        and counting operations without the weights."""
+        layers, heads = DINOV2_DEPTH_AND_HEADS[spec.channels]
+        config = Dinov2WithRegistersConfig(hidden_size=spec.channels, num_hidden_layers=layers,
+                                           num_attention_heads=heads, patch_size=spec.patch_size, image_size=518,
+                                           num_register_tokens=4)
+        return cls(spec, Dinov2WithRegistersModel(config), input_size)
 
     def forward_tokens(self, normalized: torch.Tensor) -> torch.Tensor:
         """Normalized B x 3 x 224 x 224 -> B x 256 x C patch tokens, LayerNorm without affine."""

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -21,13 +19,14 @@ import torch
 from torch import Tensor
 
 from raedit.autoencoder import RAE
+from raedit.core.acceleration import ATTENTION_BACKENDS, attention_backend, compile_module
 from raedit.core.config import Rule, at_least, check_values, in_range, one_of
 from raedit.core.distributed import DistContext, barrier, init_distributed
 from raedit.core.errors import RaeditError
 from raedit.core.files import atomic_path
 from raedit.core.images import ROUNDINGS, from_uint8_hwc, save_image_grid, to_uint8_hwc
 from raedit.diffusion.denoiser_io import DenoiserInfo, load_denoiser
-from raedit.diffusion.guidance import guided_velocity
+from raedit.diffusion.guidance import guided_velocity, in_precision
 from raedit.diffusion.samplers import OFFICIAL_T_END, SAMPLERS, sample, standard_normal_like
 
 logger = logging.getLogger(__name__)
@@ -47,7 +46,8 @@ class SampleConfig:
     VALID: ClassVar[dict[str, Rule]] = {
         "num": at_least(1), "label_sampling": one_of(LABEL_SAMPLING), "steps": at_least(1),
         "sampler": one_of(SAMPLERS), "cfg": at_least(0), "ag": at_least(0), "grid_images": at_least(0),
-        "batch_size": at_least(1), "t_end": in_range(0, 1, high_open=True), "rounding": one_of(ROUNDINGS)}
+        "batch_size": at_least(1), "t_end": in_range(0, 1, high_open=True), "rounding": one_of(ROUNDINGS),
+        "attention": one_of(ATTENTION_BACKENDS)}
 
     ckpt: str = field(metadata=_option(
         "a run directory, its model/ export, a training checkpoint, or a released official stage2_model.pt"))
@@ -69,6 +69,10 @@ class SampleConfig:
     batch_size: int = field(default=64, metadata=_option("samples per batch (the images do not depend on it)"))
     seed: int = field(default=0, metadata=_option("seed of the per-sample noise"))
     bf16: bool = field(default=False, metadata=_option("bf16 autocast (fp32 for final numbers)"))
+    compile: bool = field(default=False, metadata=_option(
+        "torch.compile the denoiser (and guide); falls back to eager with one log line where compiling fails"))
+    attention: str = field(default="auto", metadata=_option(
+        "the attention kernel (auto: PyTorch's choice)", tuple(ATTENTION_BACKENDS)))
     rae: str | None = field(default=None, metadata=_option("the RAE directory, instead of the one the model names"))
     t_end: float = field(default=OFFICIAL_T_END, metadata=_option(
         "the last time point before the shift (0.001: the official grid, 1 - linspace(0, 0.999, 50), ending at "
@@ -135,12 +139,9 @@ def generate(config: SampleConfig) -> Path | None:
     # Validate the guidance settings once (CFG and AutoGuidance together are refused by the library).
     guided_velocity(model, labels[:1], model.null_label, config.cfg, tuple(config.cfg_interval), guide, config.ag)
 
-    def run_model(network: torch.nn.Module) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
-        """The network in fp32, or under bf16 autocast with `bf16` (its velocity returned in fp32)."""
-        def forward(x: Tensor, t: Tensor, y: Tensor) -> Tensor:
-            with torch.autocast(ctx.device.type, dtype=torch.bfloat16) if config.bf16 else nullcontext():
-                return network(x, t, y).float()
-        return forward
+    for network in (model, guide):
+        if config.compile and network is not None:
+            compile_module(network, "the denoiser")
 
     mine = rank_slice(config.num, ctx)
     images: list[np.ndarray] = []
@@ -150,11 +151,13 @@ def generate(config: SampleConfig) -> Path | None:
         generators = sample_generators(config.seed, indices, ctx.device)
         noise = standard_normal_like(torch.empty((len(indices), *info.latent_shape), device=ctx.device), generators)
         batch_labels = labels[indices.start:indices.stop].to(ctx.device)
-        velocity = guided_velocity(run_model(model), batch_labels, model.null_label, config.cfg,
-                                   tuple(config.cfg_interval), run_model(guide) if guide is not None else None,
+        velocity = guided_velocity(in_precision(model, ctx.device.type, config.bf16), batch_labels,
+                                   model.null_label, config.cfg, tuple(config.cfg_interval),
+                                   in_precision(guide, ctx.device.type, config.bf16) if guide is not None else None,
                                    config.ag)
-        latents = sample(velocity, noise, config.sampler, config.steps, info.shift_alpha, config.t_end,
-                         generator=generators)
+        with attention_backend(config.attention):
+            latents = sample(velocity, noise, config.sampler, config.steps, info.shift_alpha, config.t_end,
+                             generator=generators)
         with torch.no_grad():
             images.append(to_uint8_hwc(rae.decode(latents.float()), config.rounding))
     elapsed = time.perf_counter() - started

@@ -8,11 +8,13 @@ order (token index = row * w + column).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from raedit.core.errors import RaeditError
 from raedit.core.tokens import latents_to_tokens
@@ -108,6 +110,19 @@ class DiTBlock(nn.Module):
         return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
 
 
+def run_blocks(blocks: nn.ModuleList, x: Tensor, cond: Tensor, rope: RotaryEmbedding2D | None,
+               checkpointed: bool) -> Tensor:
+    """x through each `DiTBlock` in turn. With `checkpointed` (and gradients on), each block's activations are
+    recomputed in the backward pass instead of kept: the same gradients for about one more forward pass of memory
+    traffic and compute, so that large batches of XL models fit."""
+    for block in blocks:
+        if checkpointed and torch.is_grad_enabled():
+            x = checkpoint(block, x, cond, rope, use_reentrant=False)
+        else:
+            x = block(x, cond, rope=rope)
+    return x
+
+
 class FinalLayer(nn.Module):
     """RMSNorm, adaLN shift/scale (no gate) from the condition, then a Linear to the latent channels."""
 
@@ -149,9 +164,13 @@ class GaussianFourierTimeEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(2 * num_frequencies, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: Tensor) -> Tensor:
-        """t: (B,) -> (B, dim)."""
-        angles = t[:, None].float() * self.W.detach()[None, :] * (2 * math.pi)
-        return self.mlp(torch.cat([angles.sin(), angles.cos()], dim=-1))
+        """t: (B,) -> (B, dim) in fp32, also under a bf16 autocast (sin/cos of large angles lose every digit in
+        bf16, and the embedding conditions every block)."""
+        no_autocast = torch.autocast(t.device.type, enabled=False) if torch.amp.is_autocast_available(
+            t.device.type) else contextlib.nullcontext()  # a meta device (counting operations) has no autocast
+        with no_autocast:
+            angles = t[:, None].float() * self.W.detach()[None, :].float() * (2 * math.pi)
+            return self.mlp(torch.cat([angles.sin(), angles.cos()], dim=-1))
 
 
 class LabelEmbedder(nn.Module):

@@ -10,7 +10,14 @@ from torch import Tensor, nn
 
 from raedit.core.errors import RaeditError
 from raedit.core.tokens import tokens_to_latents
-from raedit.models.blocks import DiTBlock, FinalLayer, GaussianFourierTimeEmbedding, LabelEmbedder, LatentEmbed
+from raedit.models.blocks import (
+    DiTBlock,
+    FinalLayer,
+    GaussianFourierTimeEmbedding,
+    LabelEmbedder,
+    LatentEmbed,
+    run_blocks,
+)
 from raedit.models.positions import RotaryEmbedding2D, sincos_position_embedding_2d
 
 # Sizes (depth, width, heads), as in DiT / LightningDiT.
@@ -77,6 +84,8 @@ class LightningDiT(nn.Module):
         self.latent_shape = config.latent_shape
         self.grid = (height, width_tokens)
         self.num_classes = config.num_classes
+        # Recompute block activations in the backward pass (`run_blocks`); not part of the architecture.
+        self.checkpoint_activations = False
         width, num_heads = config.width, config.num_heads
         warn_if_narrower_than_latent(width, channels, "LightningDiT")
 
@@ -121,6 +130,5 @@ class LightningDiT(nn.Module):
         check_latent_shape(x, self.latent_shape, "LightningDiT")
         tokens = self.x_embedder(x) + self.pos_embed
         cond = self.t_embedder(t) + self.y_embedder(labels, self.training)  # (B, D)
-        for block in self.blocks:
-            tokens = block(tokens, cond, rope=self.rope)
+        tokens = run_blocks(self.blocks, tokens, cond, self.rope, self.checkpoint_activations)
         return tokens_to_latents(self.final_layer(tokens, cond), self.grid)

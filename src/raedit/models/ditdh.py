@@ -19,7 +19,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from raedit.core.tokens import tokens_to_latents
-from raedit.models.blocks import DiTBlock, FinalLayer, GaussianFourierTimeEmbedding, LabelEmbedder, LatentEmbed
+from raedit.models.blocks import (
+    DiTBlock,
+    FinalLayer,
+    GaussianFourierTimeEmbedding,
+    LabelEmbedder,
+    LatentEmbed,
+    run_blocks,
+)
 from raedit.models.dit import DiTConfig, check_latent_shape, warn_if_narrower_than_latent
 from raedit.models.positions import RotaryEmbedding2D, sincos_position_embedding_2d
 
@@ -43,6 +50,8 @@ class DiTDH(nn.Module):
         self.latent_shape = config.latent_shape
         self.grid = (height, width_tokens)
         self.num_classes = config.num_classes
+        # Recompute block activations in the backward pass (`run_blocks`); not part of the architecture.
+        self.checkpoint_activations = False
         width, head_width = config.width, config.head_width
         # Sec. 4.1: the head produces the output, so its width is the one the width rule constrains.
         warn_if_narrower_than_latent(head_width, channels, "DiT^DH head")
@@ -95,11 +104,9 @@ class DiTDH(nn.Module):
         t_emb = self.t_embedder(t)  # (B, D)
         cond = F.silu(t_emb + self.y_embedder(labels, self.training))
         s = self.backbone_embedder(x) + self.pos_embed
-        for block in self.blocks:
-            s = block(s, cond, rope=self.backbone_rope)
+        s = run_blocks(self.blocks, s, cond, self.backbone_rope, self.checkpoint_activations)
         # Sec. 5: the backbone output, with the time embedding, conditions the head per token.
         s = self.head_projector(F.silu(t_emb.unsqueeze(1) + s))  # (B, N, D_head)
         h = self.head_embedder(x)
-        for block in self.head_blocks:
-            h = block(h, s, rope=self.head_rope)
+        h = run_blocks(self.head_blocks, h, s, self.head_rope, self.checkpoint_activations)
         return tokens_to_latents(self.final_layer(h, s), self.grid)

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from raedit.core.acceleration import ATTENTION_BACKENDS
 from raedit.core.config import Rule, above, at_least, check_values, in_range, one_of
 from raedit.core.errors import RaeditError
 
@@ -104,6 +105,19 @@ class PrecisionConfig:
 
 
 @dataclass
+class SpeedConfig:
+    """Switches that make a step faster without changing what it computes (each is tested against eager fp32;
+    docs/benchmarks/ has what they gain). bf16 is `precision.autocast`."""
+
+    VALID: ClassVar[dict[str, Rule]] = {"attention": one_of(ATTENTION_BACKENDS), "prefetch_factor": at_least(1)}
+
+    compile: bool = False  # torch.compile each trained model's forward (falls back to eager with one log line)
+    attention: str = "auto"  # the SDPA kernel: auto (PyTorch's choice) | flash | efficient | cudnn | math
+    activation_checkpointing: bool = False  # recompute DiT block activations in the backward pass (XL at large batch)
+    prefetch_factor: int = 4  # micro-batches each data worker loads ahead (with num_workers > 0)
+
+
+@dataclass
 class LoggingConfig:
     """Where metrics go: stdout always, TensorBoard when importable, wandb when asked and installed."""
 
@@ -145,6 +159,7 @@ class TrainLoopConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def problems(self) -> list[tuple[str, str]]:

@@ -44,6 +44,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from raedit.core.acceleration import attention_backend, compile_module
 from raedit.core.distributed import DistContext, all_reduce_max
 from raedit.core.errors import RaeditError
 from raedit.core.images import save_image_grid
@@ -52,7 +53,7 @@ from raedit.train.config import TrainLoopConfig
 from raedit.train.ema import EMA
 from raedit.train.epoch_shards import EpochShardSampler
 from raedit.train.optim import clip_gradients, step_unless_non_finite
-from raedit.train.parallel import gradient_sync
+from raedit.train.parallel import gradient_sync, unwrap_model
 from raedit.train.precision import autocast_context, configure_matmul_precision
 from raedit.train.run_dir import RunDir
 from raedit.train.schedules import LRSchedule
@@ -233,6 +234,22 @@ class TrainLoop:
         self._last_checkpoint: Path | None = None
         self._watches = {phase.name: _NonFiniteWatch(ctx.device) for phase in phases}
         self._device_step = torch.zeros((), dtype=torch.float64, device=ctx.device)  # the step, counted on the device
+        self._apply_speed_switches()
+
+    def _apply_speed_switches(self) -> None:
+        """`train.speed`: compile each phase's model, recompute DiT activations in the backward pass."""
+        speed = self.config.speed
+        models = [unwrap_model(phase.model) for phase in self.phases]
+        if speed.activation_checkpointing:
+            checkpointable = [model for model in models if hasattr(model, "checkpoint_activations")]
+            if not checkpointable:
+                raise RaeditError("train.speed.activation_checkpointing applies to the DiT models of stage 2; "
+                                  f"this run trains {', '.join(type(model).__name__ for model in models)}")
+            for model in checkpointable:
+                model.checkpoint_activations = True
+        if speed.compile:
+            for phase, model in zip(self.phases, models):
+                compile_module(model, f"the {phase.name} model")
 
     # --- state ------------------------------------------------------------------------------------------
 
@@ -312,6 +329,7 @@ class TrainLoop:
             num_workers=self.config.num_workers,
             collate_fn=self.collate_fn,
             pin_memory=self.ctx.device.type == "cuda",
+            prefetch_factor=self.config.speed.prefetch_factor if self.config.num_workers > 0 else None,
             drop_last=True,
             generator=generator,  # keeps the global RNG untouched, so a resumed run draws the same numbers
             worker_init_fn=_ignore_stop_signals if self.config.num_workers > 0 else None,
@@ -376,6 +394,7 @@ class TrainLoop:
     def _optimizer_step(self, micro_batches: list[Any], epoch: int) -> dict[str, Tensor | float]:
         """Every active phase: accumulate gradients over the micro-batches, clip, step unless non-finite, EMA."""
         num_micro = len(micro_batches)
+        attention = self.config.speed.attention
         logged: dict[str, Tensor | float] = {}
         self._device_step += 1
         for phase in self.phases:
@@ -386,7 +405,7 @@ class TrainLoop:
             part_sums: dict[str, Tensor | float] = {}
             for index, batch in enumerate(micro_batches):
                 step_ctx = StepContext(self.progress.step, epoch, index, num_micro, phase.name)
-                with gradient_sync(phase.model, enabled=index == num_micro - 1):
+                with gradient_sync(phase.model, enabled=index == num_micro - 1), attention_backend(attention):
                     with autocast_context(self.ctx.device, self.config.precision.autocast):
                         loss, parts = phase.loss_fn(batch, step_ctx)
                     (loss / num_micro).backward()

@@ -1,0 +1,1 @@
+"""Speed measurement: analytic FLOP counts and device peaks."""
