@@ -11,13 +11,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from raedit.cli import main
 from raedit.core.errors import RaeditError
+from raedit.encoders import get_spec
+from raedit.encoders.dinov2 import Dinov2Encoder
 from raedit.jobs.bench import BenchConfig, SpeedPath, run_bench
 from raedit.jobs.bench_targets import resolve_target
 from raedit.perf.devices import peak_tflops
-from raedit.perf.flops import decoder_flops, denoiser_flops, train_step_flops
+from raedit.perf.flops import counted_flops, decoder_flops, denoiser_flops, encoder_flops, train_step_flops
 from raedit.perf.timing import PathTimes, speedup_over
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,16 +29,18 @@ STEPS = 2
 
 @pytest.fixture(scope="module")
 def report() -> dict:
-    config = BenchConfig("tiny", paths=("fp32", "bf16+ckpt"), sample_steps=STEPS, rounds=2, calls=1, warmup=0,
-                         peak_tflops=2.0)
+    config = BenchConfig("tiny", paths=("fp32", "bf16+ckpt"), samplers=("euler", "heun"), sample_steps=STEPS,
+                         train_batch=4, micro_batch=2, rounds=2, calls=1, warmup=0, peak_tflops=2.0)
     return run_bench(config)
 
 
 def test_every_part_is_measured_under_every_path(report):
     parts = [(row["part"], row["path"]) for row in report["rows"]]
-    expected_parts = ["train", "decoder-train", "sample/euler/none", "sample/euler/cfg", "sample/euler/ag",
-                      "decoder/tiny/8px"]
-    assert parts == [(part, path) for part in expected_parts for path in ("fp32", "bf16+ckpt")]
+    sampling = [f"sample/{sampler}/{guidance}" for sampler in ("euler", "heun") for guidance in ("none", "cfg", "ag")]
+    # Activation checkpointing acts on the denoiser's train step only; the other parts run without it.
+    expected = [("train", "fp32"), ("train", "bf16+ckpt")] + [
+        (part, path) for part in ["decoder-train", *sampling, "decoder/tiny/8px"] for path in ("fp32", "bf16")]
+    assert parts == expected
     rows = report["rows"]
     for baseline, other in zip(rows[::2], rows[1::2]):
         assert len(baseline["rounds_s"]) == len(other["rounds_s"]) == 2
@@ -52,6 +57,9 @@ def test_flops_rates_and_mfu_add_up(report):
                 "sample/euler/none": STEPS * main_flops + decode,
                 "sample/euler/cfg": 2 * STEPS * main_flops + decode,  # one batch of 2B per step
                 "sample/euler/ag": STEPS * (main_flops + guide_flops) + decode,
+                "sample/heun/none": 2 * STEPS * main_flops + decode,  # two evaluations a step
+                "sample/heun/cfg": 4 * STEPS * main_flops + decode,
+                "sample/heun/ag": 2 * STEPS * (main_flops + guide_flops) + decode,
                 "decoder/tiny/8px": decode}
     for row in report["rows"]:
         assert row["gflops_per_item"] == pytest.approx(per_item[row["part"]] / 1e9, rel=1e-12)
@@ -77,13 +85,35 @@ def test_the_command_writes_json_and_marks_a_compiled_path(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["bench", "tiny", "--paths", "fp32,turbo"], "unknown speed switch 'turbo' in 'turbo'"),
     (["bench", "nowhere"], "unknown bench target 'nowhere'"),
-    (["bench", "tiny", "--parts", "train,inference"], "unknown bench part, guidance or sampler: inference"),
+    (["bench", "tiny", "--parts", "train,inference"], "unknown bench part 'inference'; known: train, decoder-train"),
+    (["bench", "tiny", "--rounds", "0"], "--rounds = 0: must be at least 1"),
+    (["bench", "tiny", "--paths", "fp32+bf16"], "speed path 'fp32+bf16' asks for both fp32 and bf16"),
+    (["bench", "tiny", "--parts", "train", "--train-batch", "5", "--micro-batch", "2"],
+     "the train batch 5 is not a multiple of the micro-batch 2"),
     (["bench", "tiny", "--paths", "attn=fast"], "unknown attention kernel in 'attn=fast'"),
 ])
 def test_bad_input_is_one_line(argv, message, capsys):
     assert main(argv) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and "\n" not in error
+
+
+def test_mfu_is_against_the_peak_of_the_paths_precision(monkeypatch):
+    monkeypatch.setattr("raedit.jobs.bench.device_name", lambda device: "NVIDIA H200")
+    report = run_bench(BenchConfig("tiny", parts=("train",), paths=("fp32", "bf16"), rounds=1, calls=1, warmup=0))
+    fp32, bf16 = report["rows"]
+    assert fp32["mfu"] == pytest.approx(fp32["achieved_tflops"] / 494.7)  # TF32 tensor cores
+    assert bf16["mfu"] == pytest.approx(bf16["achieved_tflops"] / 989.4)
+    assert report["peak_tflops"] == {"bf16": 989.4, "fp32": 494.7}
+
+
+def test_the_released_dinov2_architecture_with_random_weights_counts_as_the_analytic_flops():
+    with torch.device("meta"):
+        encoder = Dinov2Encoder.with_random_weights(get_spec("dinov2-s"), 224)
+        images = torch.rand(1, 3, 224, 224)
+        with torch.no_grad():
+            assert encoder.encode(images).shape == (1, 256, 384)
+            assert counted_flops(lambda: encoder.encode(images)) == encoder_flops("dinov2-s", 224)
 
 
 def test_a_stage2_recipe_is_a_target():
@@ -94,8 +124,9 @@ def test_a_stage2_recipe_is_a_target():
 
 def test_speed_paths_parse_and_name_themselves():
     path = SpeedPath.parse("compile+bf16+attn=math")
-    assert (path.bf16, path.compile, path.checkpointing, path.attention) == (True, True, False, "math")
-    assert path.name == "bf16+compile+attn=math" and path.precision == "bf16"
+    assert (path.bf16, path.checkpointing, path.attention) == (True, False, "math")
+    assert path.name == "bf16+compile+attn=math" and path.precision == "bf16" and path.compile == "model"
+    assert SpeedPath.parse("compile-blocks+ckpt").name == "compile-blocks+ckpt"
     assert SpeedPath.parse("fp32") == SpeedPath() and SpeedPath().name == "fp32"
     with pytest.raises(RaeditError, match="unknown speed switch 'fast'"):
         SpeedPath.parse("bf16+fast")
@@ -123,8 +154,13 @@ def test_the_gpu_script_runs_end_to_end_in_its_dry_mode(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["dry"] and report["missing"] == [] and report["device"] == "cpu"
-    assert set(report["parts"]) == {"ditdh-xl-train", "dit-xl-train", "decoder-xl-train", "sample-ag"}
-    for part in report["parts"].values():
-        assert [row["path"] for row in part["rows"]] == ["fp32", "bf16"]
-    assert report["targets"]["hours_for_50k_ag_samples_bf16"] > 0
-    assert report["targets"]["ditdh_xl_train_bf16_mfu"] is None  # no known peak on a CPU
+    assert list(report["parts"]) == ["ditdh-xl-train-fp32", "ditdh-xl-train-bf16-compile", "dit-xl-train-fp32",
+                                     "dit-xl-train-bf16-compile", "decoder-xl-train", "sample-ag-bf16-compile",
+                                     "sample-ag-fp32"]
+    paths = {name: [row["path"] for row in part["rows"]] for name, part in report["parts"].items()}
+    assert paths["decoder-xl-train"] == ["fp32", "bf16+compile-blocks"] and paths["sample-ag-fp32"] == ["fp32"]
+    assert all(row["compiled"] for part in report["parts"].values() for row in part["rows"]
+               if "compile" in row["path"])
+    targets = report["targets"]
+    assert targets["hours_for_50k_ag_samples_bf16_compile"] > 0 and targets["hours_for_50k_met_bf16_compile"]
+    assert targets["ditdh_xl_train_bf16_compile_mfu"] is None  # no known peak on a CPU

@@ -115,7 +115,7 @@ def test_compiled_sampling_and_each_attention_kernel_give_the_eager_images(model
     """The same uint8 images up to float rounding: at most 1 level apart, and rarely that."""
     settings = {"cfg": 4.0, "cfg_interval": (0.2, 1.0)}
     eager = run(models, tmp_path, "eager", **settings)["arr_0"].astype(int)
-    for name, options in [("compiled", {"compile": True}), ("math", {"attention": "math"})]:
+    for name, options in [("compiled", {"compile": "model"}), ("math", {"attention": "math"})]:
         other = run(models, tmp_path, name, **settings, **options)["arr_0"].astype(int)
         assert np.abs(other - eager).max() <= 1 and (other != eager).mean() < 0.01, name
 

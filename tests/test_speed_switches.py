@@ -11,7 +11,8 @@ import pytest
 import torch
 from train_toy import build_loop, toy_config
 
-from raedit.core.acceleration import attention_backend, compile_module, compile_or_eager, is_compiled
+from raedit.core.acceleration import (CompiledOrEager, attention_backend, compile_module, compile_or_eager, is_compiled,
+                                      repeated_blocks)
 from raedit.core.errors import RaeditError
 from raedit.diffusion.flow import TimeDistribution, flow_matching_loss
 from raedit.models import build_model, model_config
@@ -53,13 +54,15 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm())
 
 
-def test_compiled_denoiser_trains_and_samples_like_eager():
+def test_a_denoiser_compiled_block_by_block_trains_and_samples_like_eager():
     """Tolerance: 1e-5 relative (the compiled kernels fuse and reorder float operations)."""
     eager = tiny_denoiser()
     eager.y_embedder.dropout_prob = 0.0
     compiled = tiny_denoiser()
     compiled.y_embedder.dropout_prob = 0.0
-    compile_module(compiled, "the test denoiser")
+    compile_module(compiled, "the test denoiser", "blocks")
+    assert repeated_blocks(compiled) == [*compiled.blocks, *compiled.head_blocks]
+    assert all(isinstance(vars(block)["forward"], CompiledOrEager) for block in repeated_blocks(compiled))
     loss, grads = loss_and_grads(eager)
     compiled_loss, compiled_grads = loss_and_grads(compiled)
     assert is_compiled(compiled)
@@ -121,7 +124,10 @@ def test_bf16_keeps_fp32_weights_time_embedding_and_norms_and_stays_close():
         reference = model.eval()(x, t, labels)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert model.t_embedder(t).dtype == torch.float32
-            assert model.blocks[0].norm1(torch.randn(2, 3, 32)).dtype == torch.float32
+            features = torch.randn(2, 3, 32).mul(torch.logspace(-3, 3, 32)).bfloat16()
+            normed = model.blocks[0].norm1(features)  # normalized in fp32, scaled by the fp32 weight
+            exact = model.blocks[0].norm1(features.float())
+            assert normed.dtype == torch.float32 and relative_error(normed, exact) < 4e-3
             velocity = model(x, t, labels)
     assert velocity.dtype == torch.bfloat16
     assert relative_error(velocity, reference) < 3e-2
@@ -199,7 +205,7 @@ def final_weights(loop) -> dict[str, torch.Tensor]:
 def test_the_loop_compiles_its_model_and_trains_as_eager(tmp_path):
     """Tolerance: 1e-5 on the weights after 8 steps."""
     eager = final_weights(build_loop(tmp_path / "eager", toy_config(), dropout=0.0))
-    loop = build_loop(tmp_path / "compiled", toy_config(**{"speed.compile": True}), dropout=0.0)
+    loop = build_loop(tmp_path / "compiled", toy_config(**{"speed.compile": "model"}), dropout=0.0)
     compiled = final_weights(loop)
     assert is_compiled(loop.phases[0].model)
     for name in eager:

@@ -28,7 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--samplers", type=_names, default=("euler",), help="comma-separated: euler, heun, sde")
     parser.add_argument("--guidance", type=_names, default=("none", "cfg", "ag"),
                         help="comma-separated: none, cfg, ag (ag needs a target with a guide)")
-    parser.add_argument("--train-batch", type=int, help="train batch (default: the target's)")
+    parser.add_argument("--train-batch", type=int, help="the denoiser's train batch (default: the target's)")
+    parser.add_argument("--micro-batch", type=int,
+                        help="accumulate the denoiser's train step over micro-batches of this size")
+    parser.add_argument("--decoder-batch", type=int, help="the decoder's train batch (default: the target's)")
     parser.add_argument("--sample-batch", type=int, help="sampling and autoencoder batch (default: the target's)")
     parser.add_argument("--sample-steps", type=int, default=49, help="sampler steps (default 49: 50 time points)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of timed calls (default 3)")
@@ -44,8 +47,8 @@ def run_bench_command(args: argparse.Namespace) -> None:
     from raedit.jobs.bench import PARTS, BenchConfig, format_report, run_bench
 
     config = BenchConfig(args.target, args.device, args.parts or PARTS, args.paths, args.samplers, args.guidance,
-                         args.train_batch, args.sample_batch, args.sample_steps, args.rounds, args.calls, args.warmup,
-                         args.peak_tflops, not args.no_tf32)
+                         args.train_batch, args.micro_batch, args.decoder_batch, args.sample_batch, args.sample_steps,
+                         args.rounds, args.calls, args.warmup, args.peak_tflops, not args.no_tf32)
     report = run_bench(config)
     print(format_report(report))
     if args.json:

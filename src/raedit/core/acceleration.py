@@ -1,6 +1,9 @@
 """Speed switches that leave the computed function unchanged: `torch.compile` with a clean fallback to eager, and
 the choice of the scaled-dot-product attention kernel.
 
+A model compiles as one graph ("model") or block by block ("blocks", regional compilation: N identical transformer
+blocks compile once, and the layers between them run eagerly). docs/benchmarks/ has what each costs and gains.
+
 `torch.compile` compiles lazily, at the first call. When no compiler works there (no C++ compiler for CPU code, no
 Triton for CUDA, an unsupported op), that first call fails; `compile_or_eager` then logs one line and runs the
 function eagerly from then on. Errors of the function itself (a wrong shape, a `RaeditError`) are raised as they are.
@@ -21,6 +24,8 @@ from raedit.core.errors import RaeditError, first_line
 
 logger = logging.getLogger(__name__)
 
+# How `compile_module` compiles a model: not at all, as one graph, or block by block.
+COMPILE_MODES = ("none", "model", "blocks")
 # SDPA kernels by name; "auto" lets PyTorch choose (flash for bf16/fp16 on CUDA, memory-efficient for fp32).
 ATTENTION_BACKENDS: dict[str, SDPBackend | None] = {
     "auto": None,
@@ -69,18 +74,43 @@ def compile_or_eager(fn: Callable[..., Any], what: str, **compile_options: Any) 
     return CompiledOrEager(fn, what, **compile_options)
 
 
-def compile_module(module: nn.Module, what: str, **compile_options: Any) -> nn.Module:
-    """Compile `module`'s forward in place (its state dict keys, hooks and wrappers stay as they are) with the
-    fallback of `compile_or_eager`; a module already compiled is left alone. Returns the module."""
-    if not isinstance(module.__dict__.get("forward"), CompiledOrEager):
-        module.forward = compile_or_eager(module.forward, what, **compile_options)
+def repeated_blocks(module: nn.Module) -> list[nn.Module]:
+    """The items of `module`'s ModuleLists (and of its Sequentials of more than one item) that are all of one class:
+    its transformer blocks, outermost first (blocks inside a block are not listed again)."""
+    blocks: list[nn.Module] = []
+    inside: list[str] = []
+    for name, child in module.named_modules():
+        if any(name.startswith(prefix) for prefix in inside):
+            continue
+        of_one_class = len({type(item) for item in child.children()}) == 1
+        if of_one_class and (isinstance(child, nn.ModuleList) or (isinstance(child, nn.Sequential) and len(child) > 1)):
+            blocks.extend(child)
+            inside.append(f"{name}." if name else "")
+    return blocks
+
+
+def compile_module(module: nn.Module, what: str, mode: str = "model", entry: str = "forward",
+                   **compile_options: Any) -> nn.Module:
+    """Compile `module` in place, with the fallback of `compile_or_eager`. mode "model": its method `entry` (the
+    forward) as one graph; "blocks": each of its repeated blocks (`repeated_blocks`), or `entry` when it has none;
+    "none": nothing. State dict keys, hooks and wrappers (DDP, FSDP2) stay as they are; compiled parts are left
+    alone. Returns the module."""
+    if mode not in COMPILE_MODES:
+        raise RaeditError(f"unknown compile mode '{mode}'; choose one of {', '.join(COMPILE_MODES)}")
+    if mode == "none":
+        return module
+    parts = [(block, "forward") for block in repeated_blocks(module)] if mode == "blocks" else []
+    for part, name in parts or [(module, entry)]:
+        if not isinstance(part.__dict__.get(name), CompiledOrEager):
+            setattr(part, name, compile_or_eager(getattr(part, name), what, **compile_options))
     return module
 
 
 def is_compiled(module: nn.Module) -> bool:
-    """Whether `module` runs a compiled forward (it was compiled, and compiling has not failed)."""
-    forward = module.__dict__.get("forward")
-    return isinstance(forward, CompiledOrEager) and forward.is_compiled
+    """Whether `module` runs compiled code: it or a block of it was compiled, and compiling has not failed."""
+    wrappers = [value for part in module.modules() for value in vars(part).values()
+                if isinstance(value, CompiledOrEager)]
+    return bool(wrappers) and all(wrapper.is_compiled for wrapper in wrappers)
 
 
 def check_attention_backend(name: str) -> str:

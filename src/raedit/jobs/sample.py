@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from raedit.autoencoder import RAE
-from raedit.core.acceleration import ATTENTION_BACKENDS, attention_backend, compile_module
+from raedit.core.acceleration import ATTENTION_BACKENDS, COMPILE_MODES, attention_backend, compile_module
 from raedit.core.config import Rule, at_least, check_values, in_range, one_of
 from raedit.core.distributed import DistContext, barrier, init_distributed
 from raedit.core.errors import RaeditError
@@ -47,7 +47,7 @@ class SampleConfig:
         "num": at_least(1), "label_sampling": one_of(LABEL_SAMPLING), "steps": at_least(1),
         "sampler": one_of(SAMPLERS), "cfg": at_least(0), "ag": at_least(0), "grid_images": at_least(0),
         "batch_size": at_least(1), "t_end": in_range(0, 1, high_open=True), "rounding": one_of(ROUNDINGS),
-        "attention": one_of(ATTENTION_BACKENDS)}
+        "attention": one_of(ATTENTION_BACKENDS), "compile": one_of(COMPILE_MODES)}
 
     ckpt: str = field(metadata=_option(
         "a run directory, its model/ export, a training checkpoint, or a released official stage2_model.pt"))
@@ -69,8 +69,9 @@ class SampleConfig:
     batch_size: int = field(default=64, metadata=_option("samples per batch (the images do not depend on it)"))
     seed: int = field(default=0, metadata=_option("seed of the per-sample noise"))
     bf16: bool = field(default=False, metadata=_option("bf16 autocast (fp32 for final numbers)"))
-    compile: bool = field(default=False, metadata=_option(
-        "torch.compile the denoiser (and guide); falls back to eager with one log line where compiling fails"))
+    compile: str = field(default="none", metadata=_option(
+        "torch.compile the denoiser and guide: as one graph (model) or block by block (blocks: compiles faster); "
+        "falls back to eager with one log line where compiling fails", COMPILE_MODES))
     attention: str = field(default="auto", metadata=_option(
         "the attention kernel (auto: PyTorch's choice)", tuple(ATTENTION_BACKENDS)))
     rae: str | None = field(default=None, metadata=_option("the RAE directory, instead of the one the model names"))
@@ -139,9 +140,9 @@ def generate(config: SampleConfig) -> Path | None:
     # Validate the guidance settings once (CFG and AutoGuidance together are refused by the library).
     guided_velocity(model, labels[:1], model.null_label, config.cfg, tuple(config.cfg_interval), guide, config.ag)
 
-    for network in (model, guide):
-        if config.compile and network is not None:
-            compile_module(network, "the denoiser")
+    compile_module(model, "the denoiser", config.compile)
+    if guide is not None:
+        compile_module(guide, "the guide", config.compile)
 
     mine = rank_slice(config.num, ctx)
     images: list[np.ndarray] = []

@@ -164,8 +164,8 @@ class GaussianFourierTimeEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(2 * num_frequencies, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: Tensor) -> Tensor:
-        """t: (B,) -> (B, dim) in fp32, also under a bf16 autocast (sin/cos of large angles lose every digit in
-        bf16, and the embedding conditions every block)."""
+        """t: (B,) -> (B, dim) in fp32, also under a bf16 autocast: the MLP runs in fp32 (in bf16 its input, the sin
+        and cos features, would keep 8 significant bits, and the embedding conditions every block)."""
         no_autocast = torch.autocast(t.device.type, enabled=False) if torch.amp.is_autocast_available(
             t.device.type) else contextlib.nullcontext()  # a meta device (counting operations) has no autocast
         with no_autocast:

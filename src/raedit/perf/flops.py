@@ -16,6 +16,11 @@ is the paper's convention; `PAPER_GMACS` holds its numbers for a side-by-side pr
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
 from raedit.core.errors import RaeditError
 from raedit.decoder import DecoderConfig, decoder_architecture
 from raedit.encoders import NO_WEIGHTS, get_spec
@@ -154,3 +159,11 @@ def train_step_flops(forward_flops: int) -> int:
     2 x forward: gradients with respect to both the inputs and the weights of every matmul). Model FLOPs, as for
     MFU: the forward recomputed under activation checkpointing is not counted."""
     return 3 * forward_flops
+
+
+def counted_flops(run: Callable[[], object]) -> int:
+    """The FLOPs `FlopCounterMode` counts in one call of `run`, with SDPA as its math kernel (which the counter
+    knows): for networks without an analytic count here, such as the EfficientNet-Lite encoders."""
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        run()
+    return counter.get_total_flops()

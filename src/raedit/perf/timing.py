@@ -30,29 +30,39 @@ def seconds_per_call(fn: Callable[[], object], calls: int, device: torch.device)
 
 @dataclass
 class PathTimes:
-    """One path's seconds per call in each round, and its first call (compiling included)."""
+    """One path's seconds per call in each round, its first call (compiling included), and on CUDA the device
+    memory it took at its peak (its models, optimizer states and activations; None elsewhere)."""
 
     name: str
     first_call_s: float
     rounds: list[float] = field(default_factory=list)
+    peak_memory_bytes: int | None = None
 
     @property
     def median_s(self) -> float:
         return statistics.median(self.rounds)
 
 
-def alternate(paths: Sequence[tuple[str, Callable[[], object]]], rounds: int, calls: int, warmup: int,
-              device: torch.device) -> list[PathTimes]:
-    """Time each (name, fn) of `paths`: its first call alone, `warmup` more calls untimed, then `rounds` rounds of
-    `calls` calls, the paths in turn within each round."""
-    times = []
-    for name, fn in paths:
+def alternate(builders: Sequence[tuple[str, Callable[[], Callable[[], object]]]], rounds: int, calls: int,
+              warmup: int, device: torch.device) -> list[PathTimes]:
+    """Time the paths of `builders` ((name, build), build() -> the call to time): each is built and makes its
+    first call (timed alone) and `warmup` more before the next is built, so that its peak memory is its own; then
+    `rounds` rounds of `calls` calls, the paths in turn within each round."""
+    times, calls_of = [], []
+    for name, build in builders:
+        before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        fn = build()
         first = seconds_per_call(fn, 1, device)
         for _ in range(warmup):
             fn()
-        times.append(PathTimes(name, first))
+        synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - before if device.type == "cuda" else None
+        times.append(PathTimes(name, first, peak_memory_bytes=peak))
+        calls_of.append(fn)
     for _ in range(rounds):
-        for (_, fn), path_times in zip(paths, times):
+        for fn, path_times in zip(calls_of, times):
             path_times.rounds.append(seconds_per_call(fn, calls, device))
     return times
 

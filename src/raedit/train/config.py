@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from raedit.core.acceleration import ATTENTION_BACKENDS
+from raedit.core.acceleration import ATTENTION_BACKENDS, COMPILE_MODES
 from raedit.core.config import Rule, above, at_least, check_values, in_range, one_of
 from raedit.core.errors import RaeditError
 
@@ -107,11 +107,14 @@ class PrecisionConfig:
 @dataclass
 class SpeedConfig:
     """Switches that make a step faster without changing what it computes (each is tested against eager fp32;
-    docs/benchmarks/ has what they gain). bf16 is `precision.autocast`."""
+    docs/benchmarks/README.md has what they gain). bf16 is `precision.autocast`."""
 
-    VALID: ClassVar[dict[str, Rule]] = {"attention": one_of(ATTENTION_BACKENDS), "prefetch_factor": at_least(1)}
+    VALID: ClassVar[dict[str, Rule]] = {"compile": one_of(COMPILE_MODES), "attention": one_of(ATTENTION_BACKENDS),
+                                        "prefetch_factor": at_least(1)}
 
-    compile: bool = False  # torch.compile each trained model's forward (falls back to eager with one log line)
+    # torch.compile each trained model: "model" (one graph), "blocks" (each transformer block: compiles faster) or
+    # "none"; falls back to eager with one log line where compiling fails
+    compile: str = "none"
     attention: str = "auto"  # the SDPA kernel: auto (PyTorch's choice) | flash | efficient | cudnn | math
     activation_checkpointing: bool = False  # recompute DiT block activations in the backward pass (XL at large batch)
     prefetch_factor: int = 4  # micro-batches each data worker loads ahead (with num_workers > 0)

@@ -247,9 +247,8 @@ class TrainLoop:
                                   f"this run trains {', '.join(type(model).__name__ for model in models)}")
             for model in checkpointable:
                 model.checkpoint_activations = True
-        if speed.compile:
-            for phase, model in zip(self.phases, models):
-                compile_module(model, f"the {phase.name} model")
+        for phase, model in zip(self.phases, models):
+            compile_module(model, f"the {phase.name} model", speed.compile)
 
     # --- state ------------------------------------------------------------------------------------------
 
