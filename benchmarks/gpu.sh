@@ -2,7 +2,8 @@
 # The GPU benchmark: at most 8 minutes on one H200, one JSON.
 #
 #   bash benchmarks/gpu.sh [OUT.json]         on a CUDA machine (default OUT: gpu-bench.json)
-#   bash benchmarks/gpu.sh --dry [OUT.json]   the same commands at a tiny size on the CPU, in seconds
+#   bash benchmarks/gpu.sh --dry [OUT.json]   the same commands at a tiny size on the CPU, in seconds (compiled by
+#                                             the aot_eager backend: dynamo's tracing, without generating code)
 #
 # Measures, each under fp32 (TF32 matmuls) and under bf16 + torch.compile (block by block: the 28 identical blocks
 # of an XL model compile once, chosen so that compiling fits the parts' time limits): the DiT^DH-XL and DiT-XL train
@@ -30,6 +31,7 @@ if (( dry )); then
   device=cpu; ditdh=tiny; dit=tiny
   train=(--train-batch 4 --micro-batch 2); decoder_batch=4
   big_sample=(--sample-batch 4); small_sample=(--sample-batch 2); steps=2; timing=(--rounds 1 --calls 1 --warmup 0)
+  backend=(--compile-backend aot_eager)
   # The real presets must resolve (their configs, not their weights) before a GPU minute is spent.
   "$python" -c 'from raedit.jobs.bench_targets import resolve_target as r; r("ditdh-xl-256"); r("dit-xl-256")'
 else
@@ -37,14 +39,14 @@ else
   # Batch 256 in two micro-batches of 128, the per-GPU batch of the paper's 1024 over 8 GPUs: by an estimate of the
   # activations DiT^DH-XL keeps for its backward pass, 256 at once in fp32 would not fit in 141 GB.
   train=(--train-batch 256 --micro-batch 128); decoder_batch=64; big_sample=(--sample-batch 500)
-  small_sample=(--sample-batch 250); steps=49; timing=(--rounds 2 --calls 2 --warmup 1)
+  small_sample=(--sample-batch 250); steps=49; timing=(--rounds 2 --calls 2 --warmup 1); backend=()
 fi
 
 # run_part NAME SECONDS ARGS...: one `raedit bench` under a time limit, its report in $parts_dir/NAME.json.
 run_part() {
   local name="$1" seconds="$2"; shift 2
   echo "== $name (at most ${seconds}s)"
-  if ! timeout -k 5 "$seconds" "$python" -m raedit.cli bench "$@" --device "$device" \
+  if ! timeout -k 5 "$seconds" "$python" -m raedit.cli bench "$@" "${backend[@]}" --device "$device" \
       --json "$parts_dir/$name.json"; then
     echo "== $name failed or ran out of time"
   fi

@@ -11,8 +11,14 @@ import pytest
 import torch
 from train_toy import build_loop, toy_config
 
-from raedit.core.acceleration import (CompiledOrEager, attention_backend, compile_module, compile_or_eager, is_compiled,
-                                      repeated_blocks)
+from raedit.core.acceleration import (
+    CompiledOrEager,
+    attention_backend,
+    compile_module,
+    compile_or_eager,
+    is_compiled,
+    repeated_blocks,
+)
 from raedit.core.errors import RaeditError
 from raedit.diffusion.flow import TimeDistribution, flow_matching_loss
 from raedit.models import build_model, model_config

@@ -39,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls after the first (default 1)")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s (default: known GPUs by name)")
     parser.add_argument("--no-tf32", action="store_true", help="fp32 matmuls without TF32")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile's backend (default inductor; aot_eager traces without generating code)")
     parser.set_defaults(func=run_bench_command)
 
 
@@ -48,7 +50,8 @@ def run_bench_command(args: argparse.Namespace) -> None:
 
     config = BenchConfig(args.target, args.device, args.parts or PARTS, args.paths, args.samplers, args.guidance,
                          args.train_batch, args.micro_batch, args.decoder_batch, args.sample_batch, args.sample_steps,
-                         args.rounds, args.calls, args.warmup, args.peak_tflops, not args.no_tf32)
+                         args.rounds, args.calls, args.warmup, args.peak_tflops, not args.no_tf32,
+                         args.compile_backend)
     report = run_bench(config)
     print(format_report(report))
     if args.json:

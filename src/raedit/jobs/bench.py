@@ -64,6 +64,7 @@ class SpeedPath:
     compile: str = "none"  # a mode of `raedit.core.acceleration.compile_module`
     checkpointing: bool = False  # activation checkpointing (train steps of the DiT models)
     attention: str = "auto"
+    compile_backend: str = "inductor"
 
     @classmethod
     def parse(cls, text: str) -> "SpeedPath":
@@ -126,6 +127,7 @@ class BenchConfig:
     warmup: int = 1  # untimed calls after the first
     peak_tflops: float | None = None
     tf32: bool = True
+    compile_backend: str = "inductor"  # torch.compile's backend ("aot_eager": tracing without code generation)
     seed: int = 0
 
 
@@ -168,7 +170,7 @@ class Workload:
 def _compiled(module: nn.Module, path: SpeedPath, what: str, compiled: list[nn.Module],
               entry: str = "forward") -> nn.Module:
     if path.compile != "none":
-        compiled.append(compile_module(module, what, path.compile, entry))
+        compiled.append(compile_module(module, what, path.compile, entry, backend=path.compile_backend))
     return module
 
 
@@ -384,7 +386,7 @@ def run_bench(config: BenchConfig) -> dict:
         raise RaeditError("--device cuda, but PyTorch sees no CUDA device here")
     configure_matmul_precision(config.tf32)
     target = resolve_target(config.target)
-    paths = [SpeedPath.parse(text) for text in config.paths]
+    paths = [replace(SpeedPath.parse(text), compile_backend=config.compile_backend) for text in config.paths]
     train_batch = config.train_batch or target.train_batch
     sample_batch = config.sample_batch or target.sample_batch
     rows: list[Row] = []
