@@ -103,3 +103,14 @@ def test_batched_cfg_on_a_model_equals_separate_forwards():
         torch.testing.assert_close(v, uncond + 2.5 * (cond - uncond), rtol=1e-3, atol=1e-3)
         samples = sample(classifier_free_guidance(model, labels, model.null_label, 2.5, (0.0, 0.5)), x, "euler", 4)
     assert samples.shape == x.shape and torch.isfinite(samples).all()
+
+
+def test_the_whole_interval_never_reads_t_on_the_host():
+    """On the meta device a tensor has no values: reading one on the host (a device sync on a GPU) fails."""
+    model = lambda x, t, labels: x * 2  # noqa: E731
+    labels = torch.zeros(3, dtype=torch.long, device="meta")
+    x, t = torch.ones(3, 4, device="meta"), torch.ones(3, device="meta")
+    assert classifier_free_guidance(model, labels, 10, 1.5)(x, t).shape == (3, 4)
+    assert auto_guidance(model, model, labels, 1.42)(x, t).shape == (3, 4)
+    with pytest.raises(RuntimeError):  # an interval must be decided from the values of t
+        classifier_free_guidance(model, labels, 10, 1.5, (0.2, 1.0))(x, t)

@@ -53,18 +53,21 @@ def classifier_free_guidance(
     """CFG: v = v_uncond + scale * (v_cond - v_uncond) for t in [t_min, t_max], v_cond elsewhere.
 
     Conditional and unconditional branches run in one batched forward of 2B; steps with no t in the interval
-    (or scale 1) run only the conditional batch.
+    (or scale 1) run only the conditional batch. Deciding that reads t on the host (one device sync a step), except
+    for the whole interval [0, 1], which every t is in.
     """
     interval = _check_interval(interval)
     null_labels = torch.full_like(labels, null_label)
+    everywhere = interval == (0.0, 1.0)
 
     def velocity(x: Tensor, t: Tensor) -> Tensor:
         inside = _inside(t, interval, x.dim())
-        if scale == 1.0 or not bool(inside.any()):
+        if scale == 1.0 or not (everywhere or bool(inside.any())):
             return model(x, t, labels)
         both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null_labels]))
         v_cond, v_uncond = both.chunk(2)
-        return torch.where(inside, v_uncond + scale * (v_cond - v_uncond), v_cond)
+        guided = v_uncond + scale * (v_cond - v_uncond)
+        return guided if everywhere else torch.where(inside, guided, v_cond)
 
     return velocity
 
@@ -79,17 +82,21 @@ def auto_guidance(
     """AutoGuidance: v = v_guide + scale * (v_main - v_guide), both with the class labels (no null-label batch).
 
     The guide is a smaller or earlier checkpoint of the same latent space (the paper: DiT^DH-S, w = 1.42 at
-    256 px). Outside [t_min, t_max] (or with scale 1) the guide is not evaluated and v = v_main.
+    256 px). Outside [t_min, t_max] (or with scale 1) the guide is not evaluated and v = v_main; as for CFG, only
+    the whole interval [0, 1] decides that without reading t on the host.
     """
     interval = _check_interval(interval)
+
+    everywhere = interval == (0.0, 1.0)
 
     def velocity(x: Tensor, t: Tensor) -> Tensor:
         v_main = model(x, t, labels)
         inside = _inside(t, interval, x.dim())
-        if scale == 1.0 or not bool(inside.any()):
+        if scale == 1.0 or not (everywhere or bool(inside.any())):
             return v_main
         v_guide = guide(x, t, labels)
-        return torch.where(inside, v_guide + scale * (v_main - v_guide), v_main)
+        guided = v_guide + scale * (v_main - v_guide)
+        return guided if everywhere else torch.where(inside, guided, v_main)
 
     return velocity
 
