@@ -22,9 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--parts", type=_names, default=None,
                         help="comma-separated: train, decoder-train, sample, autoencoder (default: all)")
     parser.add_argument("--paths", type=_names, default=("fp32",),
-                        help="comma-separated speed paths, each switches joined by '+': fp32 (none), bf16, compile, "
-                             "ckpt (activation checkpointing), attn=flash|efficient|cudnn|math; e.g. "
-                             "fp32,bf16+compile (default fp32)")
+                        help="comma-separated speed paths, each switches joined by '+': fp32 (none), bf16, compile "
+                             "(the model as one graph), compile-blocks (block by block), ckpt (activation "
+                             "checkpointing), attn=flash|efficient|cudnn|math; e.g. fp32,bf16+compile (default fp32)")
     parser.add_argument("--samplers", type=_names, default=("euler",), help="comma-separated: euler, heun, sde")
     parser.add_argument("--guidance", type=_names, default=("none", "cfg", "ag"),
                         help="comma-separated: none, cfg, ag (ag needs a target with a guide)")

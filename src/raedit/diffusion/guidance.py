@@ -86,7 +86,6 @@ def auto_guidance(
     the whole interval [0, 1] decides that without reading t on the host.
     """
     interval = _check_interval(interval)
-
     everywhere = interval == (0.0, 1.0)
 
     def velocity(x: Tensor, t: Tensor) -> Tensor:

@@ -106,17 +106,17 @@ class SpeedPath:
 class BenchConfig:
     """One `raedit bench` run."""
 
+    VALID: ClassVar[dict[str, Rule]] = {
+        "train_batch": at_least(1), "micro_batch": at_least(1), "decoder_batch": at_least(1),
+        "sample_batch": at_least(1), "sample_steps": at_least(1), "rounds": at_least(1), "calls": at_least(1),
+        "warmup": at_least(0), "peak_tflops": above(0)}
+
     target: str
     device: str = "cpu"
     parts: tuple[str, ...] = PARTS
     paths: tuple[str, ...] = ("fp32",)
     samplers: tuple[str, ...] = ("euler",)
     guidance: tuple[str, ...] = GUIDANCE
-    VALID: ClassVar[dict[str, Rule]] = {
-        "train_batch": at_least(1), "micro_batch": at_least(1), "decoder_batch": at_least(1),
-        "sample_batch": at_least(1), "sample_steps": at_least(1), "rounds": at_least(1), "calls": at_least(1),
-        "warmup": at_least(0), "peak_tflops": above(0)}
-
     train_batch: int | None = None  # None: the target's
     micro_batch: int | None = None  # the train step accumulates gradients over micro-batches of this size
     decoder_batch: int | None = None  # the decoder's train step; None: the target's
@@ -336,12 +336,11 @@ def measure_part(part: str, build: Callable[[SpeedPath], Workload], batch: int, 
     workloads: list[Workload] = []
 
     def builder(path: SpeedPath) -> Callable[[], Callable[[], object]]:
-        def build() -> Callable[[], object]:
-            workloads.append(build_workload(path))
+        def build_call() -> Callable[[], object]:
+            workloads.append(build(path))
             return workloads[-1].call
-        return build
+        return build_call
 
-    build_workload = build
     times = alternate([(path.name, builder(path)) for path in paths], config.rounds, config.calls, config.warmup,
                       device)
     rows = []

@@ -117,7 +117,7 @@ class SpeedConfig:
     compile: str = "none"
     attention: str = "auto"  # the SDPA kernel: auto (PyTorch's choice) | flash | efficient | cudnn | math
     activation_checkpointing: bool = False  # recompute DiT block activations in the backward pass (XL at large batch)
-    prefetch_factor: int = 4  # micro-batches each data worker loads ahead (with num_workers > 0)
+    prefetch_factor: int = 2  # micro-batches each data worker loads ahead (with num_workers > 0; PyTorch's default)
 
 
 @dataclass
