@@ -28,11 +28,9 @@ from raedit.train.optim import build_adamw
 
 def tiny_denoiser(seed: int = 0, name: str = "ditdh-s") -> torch.nn.Module:
     """A small DiT^DH (or LightningDiT) whose zero-initialized layers are made random, so every path matters."""
+    head = {"head_width": 48, "head_num_heads": 2} if name == "ditdh-s" else {}
     torch.manual_seed(seed)
-    model = build_model(model_config(name, (16, 4, 4), depth=2, width=32, num_heads=2, head_width=48,
-                                     head_num_heads=2, num_classes=10)
-                        if name == "ditdh-s" else model_config(name, (16, 4, 4), depth=2, width=32, num_heads=2,
-                                                               num_classes=10))
+    model = build_model(model_config(name, (16, 4, 4), depth=2, width=32, num_heads=2, num_classes=10, **head))
     with torch.no_grad():
         for parameter in model.parameters():
             if parameter.requires_grad:

@@ -20,6 +20,7 @@ import platform
 import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
@@ -327,9 +328,10 @@ def decoder_forward(shape: AutoencoderShape, batch: int, path: SpeedPath, device
 
 
 def measure_part(part: str, build: Callable[[SpeedPath], Workload], batch: int, paths: list[SpeedPath],
-                 config: BenchConfig, device: torch.device) -> list[Row]:
-    """Time the workload of each path in turn (`raedit.perf.timing.alternate`): one row per path. Activation
-    checkpointing acts on train steps only; elsewhere a path is measured without it (and once)."""
+                 config: BenchConfig, device: torch.device, peaks: dict[str, float | None]) -> list[Row]:
+    """Time the workload of each path in turn (`raedit.perf.timing.alternate`): one row per path, its MFU against
+    `peaks[precision]`. Activation checkpointing acts on train steps only; elsewhere a path is measured without it
+    (and once)."""
     if part != "train":
         paths = list(dict.fromkeys(replace(path, checkpointing=False) for path in paths))
     logger.info("bench %s: %s", part, ", ".join(path.name for path in paths))
@@ -347,7 +349,7 @@ def measure_part(part: str, build: Callable[[SpeedPath], Workload], batch: int, 
     for path, workload, path_times in zip(paths, workloads, times):
         seconds = path_times.median_s
         achieved = workload.flops / seconds / 1e12
-        peak = config.peak_tflops or peak_tflops(device_name(device), path.precision, config.tf32)
+        peak = peaks[path.precision]
         memory = path_times.peak_memory_bytes / 2**30 if path_times.peak_memory_bytes is not None else None
         rows.append(Row(part, path.name, batch, batch / seconds, seconds, path_times.first_call_s,
                         workload.flops / batch / 1e9, achieved, achieved / peak if peak else None, memory,
@@ -388,19 +390,22 @@ def run_bench(config: BenchConfig) -> dict:
     paths = [replace(SpeedPath.parse(text), compile_backend=config.compile_backend) for text in config.paths]
     train_batch = config.train_batch or target.train_batch
     sample_batch = config.sample_batch or target.sample_batch
+    peaks = {precision: config.peak_tflops or peak_tflops(device_name(device), precision, config.tf32)
+             for precision in ("bf16", "fp32")}
+    measure = partial(measure_part, paths=paths, config=config, device=device, peaks=peaks)
     rows: list[Row] = []
     seed = config.seed
     if "train" in config.parts:
         micro = config.micro_batch or train_batch
-        rows += measure_part("train", lambda p: denoiser_train_step(target.denoiser, train_batch, micro, p, device,
-                                                                    seed), train_batch, paths, config, device)
+        rows += measure("train", lambda p: denoiser_train_step(target.denoiser, train_batch, micro, p, device, seed),
+                        train_batch)
     if "decoder-train" in config.parts:
         if target.decoder is None:
             logger.info("bench decoder-train: target '%s' has no decoder, skipped", target.name)
         else:
             batch = config.decoder_batch or target.decoder_train_batch
-            rows += measure_part("decoder-train", lambda p: decoder_train_step(target.decoder, batch, p, device, seed),
-                                 batch, paths, config, device)
+            rows += measure("decoder-train", lambda p: decoder_train_step(target.decoder, batch, p, device, seed),
+                            batch)
     if "sample" in config.parts:
         for sampler in config.samplers:
             for guidance in config.guidance:
@@ -408,26 +413,22 @@ def run_bench(config: BenchConfig) -> dict:
                     logger.info("bench sample/%s/ag: target '%s' has no AutoGuidance guide, skipped", sampler,
                                 target.name)
                     continue
-                rows += measure_part(
-                    f"sample/{sampler}/{guidance}",
-                    lambda p, s=sampler, g=guidance: sampling_run(target, s, g, sample_batch, config.sample_steps, p,
-                                                                  device, seed),
-                    sample_batch, paths, config, device)
+                rows += measure(f"sample/{sampler}/{guidance}",
+                                lambda p, s=sampler, g=guidance: sampling_run(target, s, g, sample_batch,
+                                                                              config.sample_steps, p, device, seed),
+                                sample_batch)
     if "autoencoder" in config.parts:
         batch = config.sample_batch or 16
         for shape in target.autoencoders:
             if shape.encoder is not None:
-                rows += measure_part(f"encoder/{shape.encoder}/{shape.label}",
-                                     lambda p, s=shape: encoder_forward(s, batch, p, device, seed),
-                                     batch, paths, config, device)
-            rows += measure_part(f"decoder/{shape.decoder.size}/{shape.label}",
-                                 lambda p, s=shape: decoder_forward(s, batch, p, device, seed),
-                                 batch, paths, config, device)
+                rows += measure(f"encoder/{shape.encoder}/{shape.label}",
+                                lambda p, s=shape: encoder_forward(s, batch, p, device, seed), batch)
+            rows += measure(f"decoder/{shape.decoder.size}/{shape.label}",
+                            lambda p, s=shape: decoder_forward(s, batch, p, device, seed), batch)
     return {
         "target": target.name,
         "device": device_name(device),
-        "peak_tflops": {precision: config.peak_tflops or peak_tflops(device_name(device), precision, config.tf32)
-                        for precision in ("bf16", "fp32")},
+        "peak_tflops": peaks,
         "commit": _commit(),
         "torch": torch.__version__,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",

@@ -45,17 +45,17 @@ class BenchTarget:
         return self.autoencoders[0].decoder if self.autoencoders else None
 
 
-def _dinov2_b_autoencoders(first: str) -> list[AutoencoderShape]:
+def _dinov2_b_autoencoders(latent_shape: tuple[int, int, int]) -> list[AutoencoderShape]:
     """DINOv2-B with the ViT-XL decoder: 224 px -> 16 x 16 tokens -> 256 px, and the official 512 px model's
-    448 px -> 32 x 32 tokens -> 512 px (decoder patch 16); `first` ("256px" | "512px") is the target's own."""
+    448 px -> 32 x 32 tokens -> 512 px (decoder patch 16); first the one of `latent_shape`'s token grid."""
     shapes = [AutoencoderShape("256px", "dinov2-b", 224, DecoderConfig("XL", 768, (16, 16), 16)),
               AutoencoderShape("512px", "dinov2-b", 448, DecoderConfig("XL", 768, (32, 32), 16))]
-    return sorted(shapes, key=lambda shape: shape.label != first)
+    return sorted(shapes, key=lambda shape: shape.decoder.grid != tuple(latent_shape[1:]))
 
 
-def _imagenet(name: str, model: str, latent_shape: tuple[int, int, int], guided: bool, first: str) -> BenchTarget:
+def _imagenet(name: str, model: str, latent_shape: tuple[int, int, int], guided: bool) -> BenchTarget:
     guide = model_config("ditdh-s", latent_shape) if guided else None
-    return BenchTarget(name, model_config(model, latent_shape), guide, _dinov2_b_autoencoders(first))
+    return BenchTarget(name, model_config(model, latent_shape), guide, _dinov2_b_autoencoders(latent_shape))
 
 
 def _demo() -> BenchTarget:
@@ -85,9 +85,9 @@ def _tiny() -> BenchTarget:
 
 
 PRESETS = {
-    "ditdh-xl-256": lambda: _imagenet("ditdh-xl-256", "ditdh-xl", (768, 16, 16), True, "256px"),
-    "ditdh-xl-512": lambda: _imagenet("ditdh-xl-512", "ditdh-xl", (768, 32, 32), True, "512px"),
-    "dit-xl-256": lambda: _imagenet("dit-xl-256", "dit-xl", (768, 16, 16), False, "256px"),
+    "ditdh-xl-256": lambda: _imagenet("ditdh-xl-256", "ditdh-xl", (768, 16, 16), True),
+    "ditdh-xl-512": lambda: _imagenet("ditdh-xl-512", "ditdh-xl", (768, 32, 32), True),
+    "dit-xl-256": lambda: _imagenet("dit-xl-256", "dit-xl", (768, 16, 16), False),
     "demo": _demo,
     "tiny": _tiny,
 }
