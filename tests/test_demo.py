@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from raedit.cli import main
 
@@ -49,6 +51,13 @@ def test_quick_demo_runs_from_an_installed_wheel_outside_the_checkout(tmp_path):
     assert metrics["fid_samples"] == 60 and metrics["fid_reference"] == 60
     assert metrics["latent_statistics_count"] == 512  # 256 images and their mirror images
     assert 5 < metrics["reconstruction_psnr_db"] < 60
+    assert 0 <= metrics["class_accuracy"] <= 1 and 0.6 < metrics["class_accuracy_real_test"] < 1
+    # Both stages ran (at the same time); the RAE the denoiser names got the trained decoder and the statistics.
+    assert metrics["seconds"]["both_stages"] >= max(metrics["seconds"]["stage1_decoder"],
+                                                    metrics["seconds"]["stage2_diffusion"])
+    named, trained = (load_file(str(out / folder / "rae.safetensors")) for folder in ("rae", "stage1/rae"))
+    assert "latent_mean" in named and named.keys() == trained.keys()
+    assert all(torch.equal(named[key], trained[key]) for key in named)
     with np.load(out / "samples.npz") as samples:
         assert samples["arr_0"].shape == (60, 32, 32, 3) and samples["arr_0"].dtype == np.uint8
         assert np.bincount(samples["labels"]).tolist() == [6] * 10  # class-balanced

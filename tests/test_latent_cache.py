@@ -141,3 +141,35 @@ def test_a_cache_begun_by_an_earlier_raedit_continues(tmp_path, caplog):
     cache_latents(cache_config(tmp_path / "c", 20))
     assert "started by an earlier raedit" in caplog.text and len(LatentCache(tmp_path / "c")) == 20
     assert (tmp_path / "c" / "cache_config.json").is_file()
+
+
+def test_images_with_latents_pair_each_drawn_latent_with_its_image_flipped_alike(tmp_path):
+    from raedit.data import DataConfig
+    from raedit.data.latent_cache import ImagesWithLatents
+
+    cache_latents(cache_config(tmp_path / "c", 12, hflip="true"))
+    cache = LatentCache(tmp_path / "c")
+    pairs = ImagesWithLatents(cache, DataConfig(resolution=32, limit=12))
+    encoder = build_encoder("effnet-lite0", input_size=32)
+    _, labels = load_fashion_mnist("train")
+    flips = []
+    for epoch in range(3):
+        pairs.set_epoch(epoch, seed=0)
+        images, latents, drawn_labels = zip(*(pairs[i] for i in range(12)))
+        torch.testing.assert_close(encoder.encode_latents(torch.stack(images)), torch.stack(latents),
+                                   rtol=1e-4, atol=1e-4)
+        assert list(drawn_labels) == labels[:12].tolist()
+        flips += [cache.source_of(i)[1] for i in range(12)]
+        assert [cache.source_of(i)[0] for i in range(12)] == list(range(12))
+    assert 0 < sum(flips) < len(flips)  # both versions are drawn
+
+
+def test_images_with_latents_refuse_a_cache_of_other_images(tmp_path):
+    from raedit.data import DataConfig
+    from raedit.data.latent_cache import ImagesWithLatents
+
+    cache_latents(cache_config(tmp_path / "c", 12))
+    with pytest.raises(RaeditError, match="made of other data .* differ in limit"):
+        ImagesWithLatents(LatentCache(tmp_path / "c"), DataConfig(resolution=32, limit=16))
+    with pytest.raises(RaeditError, match="differ in split"):
+        ImagesWithLatents(LatentCache(tmp_path / "c"), DataConfig(resolution=32, limit=12, split="test"))

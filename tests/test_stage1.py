@@ -164,3 +164,50 @@ def test_the_discriminator_schedule_starts_with_its_first_update(tmp_path):
     assert rates[:4] == pytest.approx([base / 4, base / 2, 3 * base / 4, base])
     assert rates[4] == pytest.approx(base) and rates[5] < rates[4] and len(rates) == 8
     assert logged(tmp_path / "run", "decoder/lr") == pytest.approx([base] * 12)
+
+
+def test_training_on_a_latent_cache_equals_encoding_every_batch(tmp_path):
+    """The frozen encoder gives the cached latents again, so the two runs take the same steps (up to the float
+    rounding of batched vs. cached encoding); the discriminator phase reads the cache too."""
+    from stage2_helpers import cache_config
+
+    from raedit.jobs.cache_latents import cache_latents
+
+    cache_latents(cache_config(tmp_path / "cache", 16, **{"autoencoder.encoder_input_size": "64"}))
+    runs = {}
+    for name, extra in (("encoded", []), ("cached", [f"latents={tmp_path / 'cache'}"])):
+        torch.manual_seed(0)
+        config = tiny_config(tmp_path / name, "data.limit=16", "train.epochs=2", "loss.disc_start_epoch=1",
+                             "loss.gan_start_epoch=1", "train.ema.decay=0.5", *extra)
+        result, _ = train_decoder(config)
+        assert result.reason == "finished" and result.progress.step == 4
+        runs[name] = {key: logged(tmp_path / name / "run", key)
+                      for key in ("decoder/l1", "decoder/perceptual", "discriminator/loss")}
+    assert len(runs["cached"]["discriminator/loss"]) == 2
+    for key, values in runs["encoded"].items():
+        assert runs["cached"][key] == pytest.approx(values, rel=1e-4), key
+
+
+def test_a_latent_cache_of_another_encoder_or_other_images_is_refused(tmp_path):
+    from stage2_helpers import cache_config
+
+    from raedit.jobs.cache_latents import cache_latents
+
+    cache_latents(cache_config(tmp_path / "cache", 8))  # 32 px input: latents 112 x 2 x 2
+    with pytest.raises(RaeditError, match=r"holds latents \(112, 2, 2\) .* gives \(112, 4, 4\)"):
+        train_decoder(tiny_config(tmp_path, "data.limit=8", f"latents={tmp_path / 'cache'}"))
+    with pytest.raises(RaeditError, match="made of other data"):
+        train_decoder(tiny_config(tmp_path, "data.limit=4", f"latents={tmp_path / 'cache'}",
+                                  "autoencoder.encoder_input_size=32", "autoencoder.decoder_patch_size=16"))
+
+
+def test_the_perceptual_term_starts_at_its_epoch(tmp_path):
+    config = tiny_config(tmp_path, "data.limit=16", "train.epochs=2", "loss.perceptual_start_epoch=1",
+                         "loss.disc_start_epoch=5", "loss.gan_start_epoch=5")
+    result, _ = train_decoder(config)
+    assert result.reason == "finished" and result.progress.step == 4
+    rows = [json.loads(line) for line in (tmp_path / "run" / "logs" / "metrics.jsonl").read_text().splitlines()]
+    steps = [row for row in rows if "decoder/l1" in row]
+    assert ["decoder/perceptual" in row for row in steps] == [False, False, True, True]
+    for row in steps:  # the loss is L1 alone, then L1 + the perceptual term
+        assert row["decoder/loss"] == pytest.approx(row["decoder/l1"] + row.get("decoder/perceptual", 0.0), rel=1e-5)

@@ -146,10 +146,14 @@ class RAE(nn.Module):
         In training mode with noise_tau > 0 the raw tokens are noise-augmented first (as the official code,
         before normalization).
         """
-        tokens = self.encoder.encode(images)
+        return self.prepare_latents(tokens_to_latents(self.encoder.encode(images), self.encoder.grid))
+
+    def prepare_latents(self, raw_latents: torch.Tensor) -> torch.Tensor:
+        """Raw latents B x C x h x w (encoded now, or read from a latent cache) -> what `encode` gives: in
+        training mode with noise_tau > 0 noise-augmented first (Sec. 4.3), then normalized."""
         if self.training and self.config.noise_tau > 0:
-            tokens = self.add_noise(tokens)
-        return self.normalize(tokens_to_latents(tokens, self.encoder.grid))
+            raw_latents = self.add_noise(raw_latents)
+        return self.normalize(raw_latents)
 
     def decode(self, latents: torch.Tensor, clamp: bool = True, decoder: nn.Module | None = None) -> torch.Tensor:
         """Normalized latents B x C x h x w -> images B x 3 x H x W in [0, 1] (unclamped with clamp=False,

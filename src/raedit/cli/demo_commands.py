@@ -47,13 +47,16 @@ def run_benchmark(args: argparse.Namespace) -> None:
 
 def summary_rows(metrics: dict) -> list[list]:
     seconds = metrics["seconds"]
-    return [["stage 1: decoder", seconds["stage1_decoder"],
-             f"held-out PSNR {metrics['reconstruction_psnr_db']:.2f} dB, SSIM {metrics['reconstruction_ssim']:.3f}"],
-            ["latent cache + statistics", seconds["latent_cache_and_stats"],
+    return [["latent cache + statistics", seconds["latent_cache_and_stats"],
              f"{metrics['latent_statistics_count']} latents"],
-            ["stage 2: DiT^DH", seconds["stage2_diffusion"], ""],
+            ["stage 1: decoder", seconds["stage1_decoder"],
+             f"held-out PSNR {metrics['reconstruction_psnr_db']:.2f} dB, SSIM {metrics['reconstruction_ssim']:.3f}"],
+            ["stage 2: DiT^DH", seconds["stage2_diffusion"], "at the same time as stage 1"],
+            ["both stages", seconds["both_stages"], ""],
             ["sampling", seconds["sampling"], f"{metrics['fid_samples']} class-balanced samples"],
-            ["FID", seconds["fid"], f"FID {metrics['fid']:.2f} vs {metrics['fid_reference']} test images"],
+            ["FID + class accuracy", seconds["evaluation"],
+             f"FID {metrics['fid']:.2f} vs {metrics['fid_reference']} test images; class accuracy "
+             f"{metrics['class_accuracy']:.3f} (real test images {metrics['class_accuracy_real_test']:.3f})"],
             ["total", seconds["total"], ""]]
 
 

@@ -15,7 +15,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ref", required=True,
                         help="reference: npz of images, image folder, statistics npz (raedit or ADM), "
                              "or fashion-mnist-test / fashion-mnist-train")
-    parser.add_argument("--metrics", default="fid,sfid,pr,is", help="comma list of fid,sfid,pr,is,fd")
+    parser.add_argument("--metrics", default="fid,sfid,pr,is", help="comma list of fid,sfid,pr,is,fd,class_acc")
+    parser.add_argument("--probe-train", help="class_acc: labelled training images its classifier is fitted on "
+                        "(built-in data set, npz with labels, or class-per-folder images; default: a built-in "
+                        "reference's training split)")
+    parser.add_argument("--probe-train-limit", type=int, default=10000,
+                        help="class_acc: fit the classifier on the first N training images (default 10000)")
     parser.add_argument("--fd-encoder", default="dinov2-l",
                         help="encoder for the fd metric (offline: effnet-lite0)")
     parser.add_argument("--fd-encoder-weights", help="hub id or local directory of the fd encoder's weights")
@@ -73,6 +78,7 @@ def run_eval(args: argparse.Namespace) -> None:
         args.samples, args.ref, parse_metrics(args.metrics), ref_limit=args.ref_limit, batch_size=args.batch_size,
         cache_dir=args.cache_dir, device=args.device, fd_encoder=args.fd_encoder,
         fd_encoder_weights=args.fd_encoder_weights, inception_logits=args.inception_logits,
+        probe_train=args.probe_train, probe_train_limit=args.probe_train_limit,
     )
     _print_table({**result.values, "samples": result.num_samples, "reference": result.num_reference})
     for note in result.notes:

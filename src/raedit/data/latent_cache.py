@@ -8,6 +8,9 @@ An item is an image, flipped or not: a cache with mirror images has as many item
 (`set_epoch`) draws one of the two versions of every image, as the official training's random horizontal flip
 does on the fly. So an epoch is one pass over the images, whatever the cache holds, and an "800 epoch" recipe
 means 800 passes over ImageNet.
+
+`ImagesWithLatents` pairs each drawn latent with its image (flipped the same way), so that stage 1 trains the
+decoder on cached latents instead of running the frozen encoder on every batch.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import bisect
 import random
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -23,6 +27,7 @@ from torch.utils.data import Dataset
 
 from raedit.core.errors import RaeditError
 from raedit.core.files import read_json, read_state_dict
+from raedit.data import DataConfig, build_dataset
 
 MANIFEST = "manifest.json"
 SHARD_TENSORS = ("latents", "labels", "indices", "flipped")  # what `raedit cache-latents` writes in a shard
@@ -89,7 +94,7 @@ class LatentCache(Dataset):
         images, one index and flag) each, as many as the manifest says; else a `RaeditError` naming the file."""
         path = self.files[k]
         tensors = read_state_dict(path, "latent cache shard")
-        names = SHARD_TENSORS if self.hflip else SHARD_TENSORS[:2]
+        names = SHARD_TENSORS if self.hflip or "indices" in tensors else SHARD_TENSORS[:2]
         missing = [name for name in names if name not in tensors]
         if missing:
             raise RaeditError(f"{path} lacks {missing[0]!r}: re-create the shard (delete it and resume caching)")
@@ -108,7 +113,8 @@ class LatentCache(Dataset):
             raise RaeditError(f"{path} holds NaN or inf latents: re-create the shard")
         return {name: tensors[name] for name in names}
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def _locate(self, index: int) -> tuple[dict[str, torch.Tensor], int]:
+        """The shard of item `index` and the position of this pass's version of it there."""
         if not 0 <= index < self.length:
             raise IndexError(index)
         k = bisect.bisect_right(self.starts, index) - 1
@@ -117,7 +123,55 @@ class LatentCache(Dataset):
         if self.hflip:
             flipped = random.Random((self.seed << 80) + (self.epoch << 40) + index).random() < 0.5
             offset = int(shard["versions"][offset, int(flipped)])
+        return shard, offset
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        shard, offset = self._locate(index)
         return shard["latents"][offset].float(), int(shard["labels"][offset])
+
+    def source_of(self, index: int) -> tuple[int, bool]:
+        """(index in the cached data set, flipped) of this pass's version of item `index`."""
+        shard, offset = self._locate(index)
+        if "indices" not in shard:
+            raise RaeditError(f"{self.directory} was written without image indices (an earlier raedit): "
+                              "re-create it to pair its latents with their images")
+        flipped = bool(shard["flipped"][offset]) if "flipped" in shard else False
+        return int(shard["indices"][offset]), flipped
+
+
+class ImagesWithLatents(Dataset):
+    """Item i: (image, raw cached latents C x h x w, label) of the cache's item i, the image flipped like the
+    version of its latents drawn for this pass. `data` must be the data the cache was made of (checked against
+    its manifest), read without random transforms, so the image is exactly the one that was encoded."""
+
+    def __init__(self, cache: LatentCache, data: DataConfig) -> None:
+        cached_data = cache.manifest.get("data")
+        if cached_data != asdict(data):
+            different = sorted(key for key in asdict(data) if (cached_data or {}).get(key) != asdict(data)[key])
+            raise RaeditError(f"the latent cache {cache.directory} was made of other data than `data` (they differ "
+                              f"in {', '.join(different) or 'everything'}): cache these images, or give their data")
+        if data.hflip or (data.name == "folder" and data.crop == "random"):
+            raise RaeditError("a latent cache paired with its images needs deterministic images (data.hflip false, "
+                              "data.crop center): the cache itself stores the mirror images")
+        self.cache, self.images = cache, build_dataset(data)
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def set_epoch(self, epoch: int, seed: int = 0) -> None:
+        self.cache.set_epoch(epoch, seed)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        latents, label = self.cache[index]
+        source, flipped = self.cache.source_of(index)
+        item = self.images[source]
+        if item is None:
+            raise RaeditError(f"image {source} of the latent cache {self.cache.directory} is no longer readable")
+        image, image_label = item
+        if image_label != label:
+            raise RaeditError(f"image {source} has label {image_label}, its cached latents {label}: the latent "
+                              f"cache {self.cache.directory} was made of other images; re-create it")
+        return (image.flip(-1) if flipped else image), latents, label
 
 
 def _versions(shard: dict[str, torch.Tensor], path: Path) -> torch.Tensor:

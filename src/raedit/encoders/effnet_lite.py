@@ -204,11 +204,19 @@ class EfficientNetLite(nn.Module):
             start = end
         return features
 
+    def head(self, last_stage: torch.Tensor) -> torch.Tensor:
+        """The 1 x 1 head convolution on the last stage's output: B x 1280 x h x w, before pooling."""
+        return F.relu6(self._bn1(self._conv_head(last_stage)))
+
+    def pooled_features(self, x: torch.Tensor, first_stage: int) -> torch.Tensor:
+        """Normalized B x 3 x H x W -> the spatial means of the stages from `first_stage` on and of the head,
+        concatenated: B x (sum of their channels)."""
+        stages = self.stage_features(x)
+        return torch.cat([out.mean(dim=(2, 3)) for out in [*stages[first_stage:], self.head(stages[-1])]], dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalized B x 3 x H x W -> ImageNet logits B x 1000."""
-        out = self.stage_features(x)[-1]
-        out = F.relu6(self._bn1(self._conv_head(out)))
-        return self._fc(out.mean(dim=(2, 3)))
+        return self._fc(self.head(self.stage_features(x)[-1]).mean(dim=(2, 3)))
 
 
 def weights_file_from_package(package: str) -> Path:

@@ -37,6 +37,51 @@ def _check(features: np.ndarray, labels: np.ndarray, name: str) -> None:
         raise RaeditError(f"{name}: expected features N x C and labels N, got {features.shape} and {labels.shape}")
 
 
+@dataclass(frozen=True)
+class LinearProbe:
+    """A fitted linear classifier on standardized features: logits = ((x - mean) / std) @ weight + bias."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Features N x C -> predicted classes N."""
+        x = (torch.as_tensor(features, dtype=torch.float64) - self.mean) / self.std
+        return (x @ self.weight + self.bias).argmax(1).numpy()
+
+    def accuracy(self, features: np.ndarray, labels: np.ndarray) -> float:
+        """Top-1 accuracy (a fraction) on features N x C with labels N."""
+        _check(features, labels, "features")
+        return float((self.predict(features) == np.asarray(labels)).mean())
+
+
+def fit_linear_probe(features: np.ndarray, labels: np.ndarray, weight_decay: float = 1e-4,
+                     max_iterations: int = 500, num_classes: int | None = None) -> LinearProbe:
+    """Multinomial logistic regression with an L2 penalty on standardized features N x C (labels N, ints
+    0..K-1), fit full-batch with L-BFGS."""
+    _check(features, labels, "train")
+    x = torch.as_tensor(features, dtype=torch.float64)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    num_classes = num_classes or int(y.max()) + 1
+    mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
+    x = (x - mean) / std
+    weight = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iterations, tolerance_grad=1e-9,
+                                  tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(x @ weight + bias, y) + weight_decay * weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return LinearProbe(mean, std, weight.detach(), bias.detach())
+
+
 def linear_probe(
     train_features: np.ndarray,
     train_labels: np.ndarray,
@@ -46,32 +91,11 @@ def linear_probe(
     max_iterations: int = 500,
 ) -> ProbeResult:
     """Fit a linear classifier on train features N x C (labels N, ints 0..K-1); report train and test top-1."""
-    _check(train_features, train_labels, "train")
     _check(test_features, test_labels, "test")
-    x_train = torch.as_tensor(train_features, dtype=torch.float64)
-    x_test = torch.as_tensor(test_features, dtype=torch.float64)
-    y_train = torch.as_tensor(train_labels, dtype=torch.long)
-    y_test = torch.as_tensor(test_labels, dtype=torch.long)
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
-    mean, std = x_train.mean(0), x_train.std(0).clamp(min=1e-6)
-    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
-
-    weight = torch.zeros(x_train.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iterations, tolerance_grad=1e-9,
-                                  tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(x_train @ weight + bias, y_train) + weight_decay * weight.square().sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    with torch.no_grad():
-        train_top1 = ((x_train @ weight + bias).argmax(1) == y_train).double().mean().item()
-        test_top1 = ((x_test @ weight + bias).argmax(1) == y_test).double().mean().item()
-    return ProbeResult(train_top1, test_top1, len(y_train), len(y_test), num_classes)
+    num_classes = int(max(np.max(train_labels), np.max(test_labels))) + 1
+    probe = fit_linear_probe(train_features, train_labels, weight_decay, max_iterations, num_classes)
+    return ProbeResult(probe.accuracy(train_features, train_labels), probe.accuracy(test_features, test_labels),
+                       len(train_labels), len(test_labels), num_classes)
 
 
 @torch.no_grad()

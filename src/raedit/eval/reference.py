@@ -131,6 +131,7 @@ def load_reference(
     resolution: int | None,
     need_inception: bool,
     need_pool_features: bool,
+    need_spatial: bool = False,
     encoder_names: tuple[str, ...] = (),
     inception: Callable[[], InceptionFeatures],
     encoder: Callable[[str], Encoder],
@@ -141,7 +142,8 @@ def load_reference(
     """Statistics of the reference `ref`, computing (and caching) only the parts that are missing.
 
     `inception()` and `encoder(name)` build extractors lazily. `resolution` is the sample resolution (used to
-    upscale built-in data sets); `limit` keeps the first `limit` reference images.
+    upscale built-in data sets); `limit` keeps the first `limit` reference images. The spatial (sFID) statistics
+    are computed only when `need_spatial`.
     """
     path = Path(ref)
     images: np.ndarray | NpzImages | None = None
@@ -163,9 +165,8 @@ def load_reference(
         if cache.is_file():
             logger.info("reference statistics from cache %s", cache)
 
-    missing_inception = (need_inception and (stats.pool is None or stats.spatial is None)) or (
-        need_pool_features and stats.pool_features is None
-    )
+    missing_inception = ((need_inception and stats.pool is None) or (need_spatial and stats.spatial is None)
+                         or (need_pool_features and stats.pool_features is None))
     missing_encoders = [name for name in encoder_names if name not in stats.encoders]
     if not missing_inception and not missing_encoders:
         return stats
@@ -182,7 +183,7 @@ def load_reference(
         features = inception_features(inception(), iterate_batches(images, batch_size, ref))
         if stats.pool is None:  # statistics given in the file are kept as given
             stats.pool = GaussianStats.from_features(features["pool"], f"reference {ref} (pool)")
-        if stats.spatial is None:
+        if stats.spatial is None and need_spatial:
             stats.spatial = GaussianStats.from_features(features["spatial"], f"reference {ref} (spatial)")
         stats.pool_features = features["pool"]
     for name in missing_encoders:

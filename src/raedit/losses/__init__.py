@@ -54,12 +54,16 @@ class DecoderLossConfig:
 
     VALID: ClassVar[dict[str, Rule]] = {
         "perceptual_weight": at_least(0), "gan_weight": at_least(0), "max_adaptive_weight": above(0),
-        "disc_start_epoch": at_least(0), "gan_start_epoch": at_least(0), "discriminator_input_size": at_least(1),
-        "discriminator_kernel_size": at_least(1), "discriminator_group_size": at_least(1),
+        "disc_start_epoch": at_least(0), "gan_start_epoch": at_least(0), "perceptual_start_epoch": at_least(0),
+        "discriminator_input_size": at_least(1), "discriminator_kernel_size": at_least(1),
+        "discriminator_group_size": at_least(1),
         "diffaug_translation": in_range(0, 1, high_open=True)}
 
     perceptual: str = "effnet-lite0"  # 'lpips-vgg' | 'effnet-lite0' | 'effnet-lite2'
     perceptual_weight: float = 1.0
+    # First epoch with the perceptual term (0: from the start, as the official recipe). Before it the decoder
+    # learns on L1 alone: cheaper steps, and a faster rise in PSNR, in short CPU runs (docs/results/demo.md).
+    perceptual_start_epoch: int = 0
     vgg_weights: str | None = None  # VGG16 file for lpips-vgg; default torch hub cache
     discriminator_backbone: str = "effnet-lite0"  # 'dino-vits8' | 'effnet-lite0' | 'effnet-lite2'
     discriminator_weights: str | None = None  # hub id / directory / .pth; default the standard source

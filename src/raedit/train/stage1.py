@@ -9,6 +9,11 @@ Two phases per optimizer step, on the shared `TrainLoop`:
                   only on its updates; its heads' gradients are all-reduced like the decoder's.
 At the end, the EMA decoder is written as a complete RAE (`<run>/rae/`) and scored on held-out images. The EMA
 decoder lives in a second RAE that shares the frozen encoder (`ema_rae`): previews and the export use it directly.
+
+With `latents` (a finished latent cache of `data`, `raedit cache-latents`), both phases read each image's cached
+raw latents instead of running the frozen encoder on every batch: the same latents up to float rounding (the
+encoder is frozen and deterministic), noise-augmented per step as before, and the image flipped like the mirror
+version drawn for the pass. The run then costs one encoding of the data instead of two per step.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from raedit.core.errors import RaeditError
 from raedit.core.files import write_json
 from raedit.data import DataConfig, build_dataset
 from raedit.data.image_folder import collate_skipping
+from raedit.data.latent_cache import ImagesWithLatents, LatentCache
 from raedit.eval.similarity import psnr, ssim
 from raedit.losses import (
     DecoderLossConfig,
@@ -66,6 +72,7 @@ class Stage1Config:
     VALID: ClassVar[dict[str, Rule]] = {"preview_images": at_least(0), "eval_images": at_least(1)}
 
     run_dir: str = "runs/stage1"
+    latents: str | None = None  # a finished latent cache of `data`; None: encode every batch on the fly
     preview_images: int = 16  # held-out images reconstructed into a grid every logging.image_every_steps
     eval_images: int = 256  # held-out images scored (PSNR, SSIM) at the end
 
@@ -108,6 +115,26 @@ class DecoderTraining:
         shard_like(self.ema_rae.decoder, self.decoder, ctx)
         self.discriminator = wrap_model(discriminator, ctx, "ddp")
 
+    def dataset(self) -> torch.utils.data.Dataset:
+        """The training images, or the images with their cached latents (`latents`): (images, [raw latents,]
+        labels) per item."""
+        config = self.config
+        if config.latents is None:
+            return build_dataset(config.data)
+        cache = LatentCache(config.latents)
+        if cache.encoder != config.autoencoder.encoder or tuple(cache.latent_shape) != self.rae.latent_shape:
+            raise RaeditError(f"the latent cache {config.latents} holds latents {tuple(cache.latent_shape)} of "
+                              f"encoder '{cache.encoder}', the autoencoder gives {self.rae.latent_shape} of "
+                              f"'{config.autoencoder.encoder}'")
+        return ImagesWithLatents(cache, config.data)
+
+    def raw_latents(self, batch: tuple) -> torch.Tensor:
+        """The batch's raw (noise-free, unnormalized) latents: cached, or encoded now."""
+        if self.config.latents is not None:
+            return batch[1]
+        with torch.no_grad():
+            return self.rae.encode_raw(batch[0])
+
     def phases(self, num_items: int) -> list[Phase]:
         train, loss = self.config.train, self.config.loss
         per_epoch = steps_per_epoch(num_items, train, self.ctx.world_size)
@@ -126,14 +153,17 @@ class DecoderTraining:
         ]
 
     def decoder_loss(self, batch: tuple, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """L1 + w_p * perceptual (+ w_g * lambda * GAN) on a reconstruction of noise-augmented latents."""
+        """L1 (+ w_p * perceptual from `loss.perceptual_start_epoch`) (+ w_g * lambda * GAN from
+        `loss.gan_start_epoch`) on a reconstruction of noise-augmented latents."""
         images = batch[0]
         loss = self.config.loss
-        reconstruction = self.rae.decode(self.rae.encode(images), clamp=False, decoder=self.decoder)
+        latents = self.rae.prepare_latents(self.raw_latents(batch))
+        reconstruction = self.rae.decode(latents, clamp=False, decoder=self.decoder)
         l1 = l1_loss(reconstruction, images)
-        perceptual = self.perceptual(reconstruction, images)
-        reconstruction_loss = l1 + loss.perceptual_weight * perceptual
-        parts = {"l1": l1, "perceptual": perceptual}
+        reconstruction_loss, parts = l1, {"l1": l1}
+        if ctx.epoch >= loss.perceptual_start_epoch:
+            parts["perceptual"] = self.perceptual(reconstruction, images)
+            reconstruction_loss = l1 + loss.perceptual_weight * parts["perceptual"]
         if ctx.epoch < loss.gan_start_epoch:
             return reconstruction_loss, parts
         discriminator = unwrap_model(self.discriminator).eval()  # spectral norms advance on D steps only
@@ -147,17 +177,17 @@ class DecoderTraining:
     def discriminator_loss(self, batch: tuple, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Hinge loss on this step's real images and their reconstructions by the decoder as it is after its step:
         clean latents (no noise augmentation), no gradients (official train_stage1.py)."""
-        reconstruction = self.clean_reconstructions(batch[0])
+        reconstruction = self.clean_reconstructions(self.raw_latents(batch))
         loss = self.config.loss
         value = discriminator_loss(self.discriminator, batch[0], reconstruction, loss.diffaug_translation,
                                    loss.diffaug_color)
         return value, {}
 
     @torch.no_grad()
-    def clean_reconstructions(self, images: torch.Tensor) -> torch.Tensor:
-        """Reconstructions in [0, 1] of `images` by the live decoder from noise-free latents (the official code
-        switches to eval mode for this, which only turns the noise off: the decoder has no train-mode layers)."""
-        return self.rae.decode(self.rae.normalize(self.rae.encode_raw(images)), decoder=self.decoder)
+    def clean_reconstructions(self, raw_latents: torch.Tensor) -> torch.Tensor:
+        """Reconstructions in [0, 1] by the live decoder from noise-free latents (the official code switches to
+        eval mode for this, which only turns the noise off: the decoder has no train-mode layers)."""
+        return self.rae.decode(self.rae.normalize(raw_latents), decoder=self.decoder)
 
     @torch.no_grad()
     def eval_rae(self, ema: EMA | None) -> RAE:
@@ -185,8 +215,8 @@ def train_decoder(config: Stage1Config, resume: bool = False,
     run_dir.check_start(resume, fresh)  # before minutes of loading
     torch.manual_seed(config.train.seed)
     config_yaml = to_yaml(config)
-    dataset = build_dataset(config.data)
     training = DecoderTraining(config, ctx)
+    dataset = training.dataset()
     phases = training.phases(len(dataset))
     ema = phases[0].ema
     preview = _first_images(config.eval_data, config.preview_images) if config.preview_images else None
@@ -196,7 +226,8 @@ def train_decoder(config: Stage1Config, resume: bool = False,
         return {"reconstruction": torch.cat([preview, reconstructions])}
 
     with run_dir.opened(ctx, config_yaml, resume, fresh):
-        loop = TrainLoop(config.train, ctx, phases, dataset, run_dir, config_yaml, collate_fn=collate_skipping,
+        collate = collate_skipping if config.latents is None else None  # a cache holds only readable images
+        loop = TrainLoop(config.train, ctx, phases, dataset, run_dir, config_yaml, collate_fn=collate,
                          images_fn=preview_grid if preview is not None else None)
         result = loop.run(resume=resume)
         decoder_weights = ema.state_dict() if ema is not None else full_state_dict(training.decoder)
