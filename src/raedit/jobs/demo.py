@@ -63,11 +63,11 @@ DEMO_DECODER = ["autoencoder.decoder_size=4x256x4x1024", "train.precision.autoca
 # `raedit demo`: at most 15 minutes on 2 CPU cores, install included. Stage 1 and stage 2 run side by side on a
 # core each for about the same time.
 FULL = DemoPlan(
-    stage1=[*DEMO_DECODER, "train.epochs=5", "loss.perceptual_start_epoch=3", "loss.disc_start_epoch=3",
-            "loss.gan_start_epoch=4"],
+    stage1=[*DEMO_DECODER, "train.epochs=7", "loss.perceptual_start_epoch=5", "loss.disc_start_epoch=5",
+            "loss.gan_start_epoch=6"],
     cache=["data.limit=5000"],
-    stage2=["train.epochs=38", "train.schedule.decay_start_epoch=15", "train.schedule.decay_end_epoch=38"],
-    probe_images=5000,
+    stage2=["train.epochs=41", "train.schedule.decay_start_epoch=16", "train.schedule.decay_end_epoch=41"],
+    probe_images=4000,
     # Guidance trades FID for class-true samples; on the demo's models (docs/results/demo.md) FID / class accuracy
     # were 147.6 / 0.40 without it, 151.9 / 0.53 at 1.5, 161.5 / 0.68 at 2.5 and 169.9 / 0.74 at 4.
     cfg=2.5,
