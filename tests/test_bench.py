@@ -162,5 +162,6 @@ def test_the_gpu_script_runs_end_to_end_in_its_dry_mode(tmp_path):
     assert all(row["compiled"] for part in report["parts"].values() for row in part["rows"]
                if "compile" in row["path"])
     targets = report["targets"]
-    assert targets["hours_for_50k_ag_samples_bf16_compile"] > 0 and targets["hours_for_50k_met_bf16_compile"]
+    hours = targets["hours_for_50k_ag_samples_bf16_compile"]  # the tiny models' speed: depends on the machine's load
+    assert hours > 0 and targets["hours_for_50k_met_bf16_compile"] is (hours < targets["hours_for_50k_target"])
     assert targets["ditdh_xl_train_bf16_compile_mfu"] is None  # no known peak on a CPU

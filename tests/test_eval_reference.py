@@ -20,6 +20,7 @@ def _images(count: int, seed: int, size: int = 8) -> np.ndarray:
 def _load(ref, fake, encoder_names=(), **kwargs):
     encoder = PatchMeanEncoder()
     kwargs.setdefault("need_pool_features", True)
+    kwargs.setdefault("need_spatial", True)
     stats = load_reference(str(ref), resolution=kwargs.pop("resolution", 8), need_inception=True,
                            encoder_names=encoder_names, inception=lambda: fake, encoder=lambda name: encoder,
                            batch_size=7, **kwargs)
@@ -87,8 +88,8 @@ def test_metrics_match_direct_computation_and_do_not_depend_on_the_batch_size(tm
     fake = FakeInception()
     encoder = PatchMeanEncoder()
     reference = load_reference(str(tmp_path / "ref.npz"), resolution=8, need_inception=True, need_pool_features=True,
-                               encoder_names=("patch-mean",), inception=lambda: fake, encoder=lambda name: encoder,
-                               cache_dir=tmp_path / "cache")
+                               need_spatial=True, encoder_names=("patch-mean",), inception=lambda: fake,
+                               encoder=lambda name: encoder, cache_dir=tmp_path / "cache")
     results = [
         evaluate_samples(iterate_batches(samples, batch_size), reference, ("fid", "sfid", "pr", "is", "fd"),
                          lambda: fake, lambda name: encoder, fd_encoder="patch-mean")
@@ -124,3 +125,16 @@ def test_a_missing_reference_part_fails_before_the_samples_are_read():
 
     with pytest.raises(RaeditError, match="stats.npz has no statistics for 'sfid'"):
         evaluate_samples(batches(), reference, ("fid", "sfid"), FakeInception, lambda name: PatchMeanEncoder())
+
+
+def test_spatial_statistics_only_when_sfid_needs_them(tmp_path):
+    """FID alone computes no sFID statistics; asking for sFID later computes them, keeping the pool statistics."""
+    np.savez(tmp_path / "ref.npz", arr_0=_images(20, 4))
+    fake = FakeInception()
+    pool_only, _ = _load(tmp_path / "ref.npz", fake, need_spatial=False, need_pool_features=False,
+                         cache_dir=tmp_path / "c")
+    assert pool_only.spatial is None and pool_only.pool is not None
+    with np.load(next((tmp_path / "c").glob("*.npz"))) as cached:
+        assert "mu_s" not in cached.files
+    both, _ = _load(tmp_path / "ref.npz", fake, need_spatial=True, need_pool_features=False, cache_dir=tmp_path / "c")
+    assert both.spatial is not None and np.array_equal(both.pool.mu, pool_only.pool.mu)

@@ -68,8 +68,8 @@ FULL = DemoPlan(
     cache=["data.limit=5000"],
     stage2=["train.epochs=41", "train.schedule.decay_start_epoch=16", "train.schedule.decay_end_epoch=41"],
     probe_images=4000,
-    # Guidance trades FID for class-true samples; on the demo's models (docs/results/demo.md) FID / class accuracy
-    # were 147.6 / 0.40 without it, 151.9 / 0.53 at 1.5, 161.5 / 0.68 at 2.5 and 169.9 / 0.74 at 4.
+    # Guidance trades FID for class-true samples: on the models of an 8,000-image plan (docs/results/demo.md) FID /
+    # class accuracy were 147.6 / 0.40 without it, 151.9 / 0.53 at 1.5, 161.5 / 0.68 at 2.5 and 169.9 / 0.74 at 4.
     cfg=2.5,
 )
 # `raedit benchmark`: at most 60 minutes on 2 CPU cores; its FID (docs/results/benchmark.md) is the number
