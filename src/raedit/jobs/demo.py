@@ -129,9 +129,8 @@ def _train_denoiser(config: Stage2Config) -> float:
 
 
 def train_both_stages(stage1: Stage1Config, stage2: Stage2Config) -> tuple[float, float]:
-    """Stage 1 and stage 2 at the same time, in two processes with half the cores each; returns their seconds.
-    Small models use two cores poorly (one CPU thread runs them at well over half the speed of two), so the
-    pair finishes sooner than one after the other."""
+    """Stage 1 and stage 2 at the same time, in two processes with half the cores each (the denoiser trains on
+    cached latents alone and needs no decoder); returns their seconds."""
     threads = max(1, torch.get_num_threads() // 2)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(2, mp_context=context, initializer=_in_worker,
@@ -197,7 +196,8 @@ def run_demo(out: str | Path = "runs/demo", plan_name: str = "full") -> dict:
         "mode": plan_name,
         "fid": result.values["fid"], "fid_samples": result.num_samples, "fid_reference": result.num_reference,
         "fid_reference_set": "fashion-mnist test (first images, 32 px upscaled to 299 by the TF Inception)",
-        "cfg": plan.cfg, "class_accuracy": result.values["class_acc"], "class_accuracy_real_test": result.values["class_acc_real"],
+        "cfg": plan.cfg, "class_accuracy": result.values["class_acc"],
+        "class_accuracy_real_test": result.values["class_acc_real"],
         "reconstruction_psnr_db": reconstruction["psnr"], "reconstruction_ssim": reconstruction["ssim"],
         "reconstruction_images": reconstruction["images"], "latent_statistics_count": moments.count,
         "seconds": {**timings, "total": round(time.perf_counter() - started, 1)},
