@@ -173,3 +173,37 @@ def test_images_with_latents_refuse_a_cache_of_other_images(tmp_path):
         ImagesWithLatents(LatentCache(tmp_path / "c"), DataConfig(resolution=32, limit=16))
     with pytest.raises(RaeditError, match="differ in split"):
         ImagesWithLatents(LatentCache(tmp_path / "c"), DataConfig(resolution=32, limit=12, split="test"))
+
+
+def test_images_with_latents_from_an_image_folder(tmp_path):
+    """A cached image folder (center crops): each drawn latent comes with its own image, flipped alike."""
+    import numpy as np
+    from PIL import Image
+
+    from raedit.core.config import load_config
+    from raedit.data import DataConfig
+    from raedit.data.latent_cache import ImagesWithLatents
+    from raedit.jobs.cache_latents import CacheConfig
+
+    rng = np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for index in range(3):
+            Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(
+                tmp_path / "images" / name / f"{index}.png")
+    data = ["data.name=folder", f"data.path={tmp_path / 'images'}", "data.resolution=32", "data.crop=center"]
+    cache_latents(load_config(CacheConfig, overrides=[
+        *data, "autoencoder.encoder=effnet-lite0", "autoencoder.encoder_input_size=32", "hflip=true", "batch_size=4",
+        "shard_size=4", f"out={tmp_path / 'c'}"]))
+    cache = LatentCache(tmp_path / "c")
+    pairs = ImagesWithLatents(cache, DataConfig(name="folder", path=str(tmp_path / "images"), resolution=32))
+    encoder = build_encoder("effnet-lite0", input_size=32)
+    for epoch in range(2):
+        pairs.set_epoch(epoch)
+        images, latents, labels = zip(*(pairs[i] for i in range(6)))
+        torch.testing.assert_close(encoder.encode_latents(torch.stack(images)), torch.stack(latents),
+                                   rtol=1e-4, atol=1e-4)
+        assert list(labels) == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(RaeditError, match="deterministic images"):
+        ImagesWithLatents(cache, DataConfig(name="folder", path=str(tmp_path / "images"), resolution=32,
+                                            crop="random"))

@@ -145,14 +145,14 @@ class ImagesWithLatents(Dataset):
     its manifest), read without random transforms, so the image is exactly the one that was encoded."""
 
     def __init__(self, cache: LatentCache, data: DataConfig) -> None:
+        if data.hflip or (data.name == "folder" and data.crop == "random"):
+            raise RaeditError("a latent cache paired with its images needs deterministic images (data.hflip false, "
+                              "data.crop center): the cache itself stores the mirror images")
         cached_data = cache.manifest.get("data")
         if cached_data != asdict(data):
             different = sorted(key for key in asdict(data) if (cached_data or {}).get(key) != asdict(data)[key])
             raise RaeditError(f"the latent cache {cache.directory} was made of other data than `data` (they differ "
                               f"in {', '.join(different) or 'everything'}): cache these images, or give their data")
-        if data.hflip or (data.name == "folder" and data.crop == "random"):
-            raise RaeditError("a latent cache paired with its images needs deterministic images (data.hflip false, "
-                              "data.crop center): the cache itself stores the mirror images")
         self.cache, self.images = cache, build_dataset(data)
 
     def __len__(self) -> int:
