@@ -37,7 +37,7 @@ from raedit.data.transforms import ImageTransform
 from raedit.encoders import build_encoder
 from raedit.eval.image_sets import iterate_batches
 from raedit.eval.probe import LinearProbe, fit_linear_probe
-from raedit.eval.reference import BUILTIN_REFERENCES, builtin_reference_images
+from raedit.eval.reference import BUILTIN_REFERENCES, builtin_reference_images, source_identity
 
 logger = logging.getLogger(__name__)
 
@@ -107,11 +107,7 @@ class ClassProbe:
 
 def _probe_cache(train: str, test: str, resolution: int, train_limit: int | None, test_limit: int | None,
                  cache_dir: Path) -> Path:
-    identities = []
-    for source in (train, test):
-        path = Path(source)
-        identities.append(source if source in BUILTIN_REFERENCES or not path.exists()
-                          else f"{path.resolve()}|{path.stat().st_mtime_ns}")
+    identities = [source_identity(source) for source in (train, test)]
     key = f"{identities}|{resolution}|{train_limit}|{test_limit}|{CLASSIFIER}|v{PROBE_VERSION}"
     return cache_dir / f"class-probe-{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
 

@@ -107,13 +107,18 @@ def _is_stats_file(path: Path) -> bool:
         return False
 
 
+def source_identity(ref: str) -> str:
+    """What names an image set's content in cache keys: a built-in name, or the file's path, size and time (a path
+    that does not exist names itself; reading it fails later with its own error)."""
+    if ref in BUILTIN_REFERENCES or not Path(ref).exists():
+        return ref
+    resolved = Path(ref).resolve()
+    info = resolved.stat()
+    return f"{resolved}|{info.st_size}|{info.st_mtime_ns}"
+
+
 def _cache_path(ref: str, resolution: int | None, limit: int | None, cache_dir: Path) -> Path:
-    if ref in BUILTIN_REFERENCES:
-        identity = ref
-    else:
-        resolved = Path(ref).resolve()
-        info = resolved.stat()
-        identity = f"{resolved}|{info.st_size}|{info.st_mtime_ns}"
+    identity = source_identity(ref)
     digest = hashlib.sha1(f"{identity}|{resolution}|{limit}|v{STATS_VERSION}".encode()).hexdigest()[:12]
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(ref).name or ref)
     return cache_dir / f"{stem}-{digest}.npz"
