@@ -79,6 +79,23 @@ def test_halfnormal_noise_distribution():
         AutoencoderConfig(noise_distribution="gamma")
 
 
+def test_grayscale_decodes_the_channel_mean_in_every_channel(tmp_path):
+    colour = make_rae().eval()
+    gray = make_rae(grayscale=True).eval()
+    gray.decoder.load_state_dict(colour.decoder.state_dict())
+    with torch.no_grad():
+        colour.decoder.head.bias.copy_(torch.linspace(-0.5, 0.5, colour.decoder.head.bias.numel()))
+        gray.decoder.head.bias.copy_(colour.decoder.head.bias)
+    latents = torch.randn(2, 12, 4, 4)
+    rgb, levels = colour.decode(latents, clamp=False), gray.decode(latents, clamp=False)
+    assert (rgb[:, 0] - rgb[:, 1]).abs().max() > 0.01  # the decoder's channels differ...
+    torch.testing.assert_close(levels, rgb.mean(dim=1, keepdim=True).expand_as(rgb))  # ...and are averaged
+    gray.save_pretrained(tmp_path)
+    loaded = RAE.from_pretrained(tmp_path, encoder=PatchEncoder()).eval()
+    assert loaded.config.grayscale
+    torch.testing.assert_close(loaded.decode(latents), gray.decode(latents))
+
+
 def test_save_and_load_pretrained_round_trip(tmp_path):
     rae = make_rae().eval()
     rae.set_stats(torch.randn(12, 4, 4), torch.rand(12, 4, 4) + 0.1)

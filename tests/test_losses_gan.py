@@ -8,7 +8,7 @@ from torch import nn
 
 from raedit.losses import (
     DecoderLossConfig,
-    adaptive_gan_weight,
+    adaptive_gan_loss,
     discriminator_loss,
     generator_adversarial_loss,
     generator_loss,
@@ -51,23 +51,63 @@ def test_adaptive_weight_is_the_ratio_of_gradient_norms_at_the_last_layer():
     y = last(x)
     rec = (y - target).abs().mean()
     gan = -(y * torch.linspace(0.1, 1.0, 4)).mean()
-    weight = adaptive_gan_weight(rec, gan, last.weight)
+    loss, weight = adaptive_gan_loss(rec, gan, y, last.weight, gan_weight=0.5)
     # By hand: d rec / dW = sign(y - t)^T x / 20, d gan / dW = -(c^T 1) x-sums / 20.
     grad_rec = torch.sign(y - target).detach().T @ x / 20
     grad_gan = -(torch.linspace(0.1, 1.0, 4)[:, None] * x.sum(0)[None, :]) / 20
     expected = grad_rec.norm() / (grad_gan.norm() + 1e-6)
     assert weight.item() == pytest.approx(expected.item(), rel=1e-5)
     assert not weight.requires_grad
-    (rec + weight * gan).backward()  # the graph was retained for the real backward
-    assert last.weight.grad is not None
+    assert loss.item() == pytest.approx((rec + 0.5 * expected * gan).item(), rel=1e-6)
+    loss.backward()
+    assert torch.allclose(last.weight.grad, grad_rec + 0.5 * expected * grad_gan, atol=1e-6)
+
+
+def test_adaptive_gan_loss_has_the_gradients_of_the_weighted_sum():
+    """Against the direct formula: lambda from the last layer's gradients of each loss (two passes through the
+    loss networks), then the backward of rec + w_g * lambda * gan; every decoder parameter's gradient agrees."""
+    torch.manual_seed(0)
+
+    def decoder_and_losses():
+        torch.manual_seed(1)
+        hidden, last = nn.Linear(6, 8), nn.Linear(8, 12)
+        perceptual, critic = nn.Sequential(nn.Linear(12, 10), nn.Tanh()), nn.Sequential(nn.Linear(12, 5), nn.GELU())
+        return hidden, last, perceptual, critic
+
+    latents, target = torch.randn(7, 6), torch.randn(7, 12)
+
+    def forward(hidden, last, perceptual, critic):
+        images = last(torch.relu(hidden(latents)))
+        rec = (images - target).abs().mean() + (perceptual(images) - perceptual(target)).pow(2).mean()
+        return images, rec, -critic(images).mean()
+
+    hidden, last, perceptual, critic = decoder_and_losses()
+    images, rec, gan = forward(hidden, last, perceptual, critic)
+    loss, weight = adaptive_gan_loss(rec, gan, images, last.weight, gan_weight=0.7, max_weight=1e4)
+    loss.backward()
+    fast = [parameter.grad.clone() for parameter in (*hidden.parameters(), *last.parameters())]
+
+    hidden, last, perceptual, critic = decoder_and_losses()
+    images, rec, gan = forward(hidden, last, perceptual, critic)
+    grad_rec = torch.autograd.grad(rec, last.weight, retain_graph=True)[0]
+    grad_gan = torch.autograd.grad(gan, last.weight, retain_graph=True)[0]
+    direct_weight = grad_rec.norm() / (grad_gan.norm() + 1e-6)
+    direct = rec + 0.7 * direct_weight.detach() * gan
+    direct.backward()
+    assert weight.item() == pytest.approx(direct_weight.item(), rel=1e-6)
+    assert loss.item() == pytest.approx(direct.item(), rel=1e-6)
+    for got, want in zip(fast, [parameter.grad for parameter in (*hidden.parameters(), *last.parameters())]):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-7)
 
 
 def test_adaptive_weight_clamps_when_gan_gradient_vanishes():
-    last = nn.Linear(3, 4, bias=False)
+    last = nn.Linear(3, 4)
     y = last(torch.randn(5, 3))
     rec = y.pow(2).mean()
-    assert adaptive_gan_weight(rec, 0.0 * y.sum(), last.weight).item() == 1e4
-    assert adaptive_gan_weight(rec, 0.0 * y.sum(), last.weight, max_weight=50.0).item() == 50.0
+    assert adaptive_gan_loss(rec, 0.0 * y.sum(), y, last.weight)[1].item() == 1e4
+    y = last(torch.randn(5, 3))
+    rec = y.pow(2).mean()
+    assert adaptive_gan_loss(rec, 0.0 * y.sum(), y, last.weight, max_weight=50.0)[1].item() == 50.0
 
 
 class RecordingDiscriminator(Discriminator):

@@ -57,6 +57,9 @@ class AutoencoderConfig:
     # u ~ U(0, 1) ("uniform", the official code) or sigma ~ |N(0, tau^2)| ("halfnormal").
     noise_tau: float = 0.8
     noise_distribution: str = "uniform"
+    # Grayscale data (Fashion-MNIST as RGB): decode to the mean of the decoder's three channels, repeated, so the
+    # decoded images carry no colour the data never have (colour noise costs FID; docs/results/demo.md).
+    grayscale: bool = False
 
     def __post_init__(self) -> None:
         if self.noise_distribution not in NOISE_DISTRIBUTIONS:
@@ -157,12 +160,15 @@ class RAE(nn.Module):
 
     def decode(self, latents: torch.Tensor, clamp: bool = True, decoder: nn.Module | None = None) -> torch.Tensor:
         """Normalized latents B x C x h x w -> images B x 3 x H x W in [0, 1] (unclamped with clamp=False,
-        for losses). `decoder` stands in for `self.decoder` (its DDP wrapper, or EMA weights)."""
+        for losses; three equal channels with `grayscale`). `decoder` stands in for `self.decoder` (its DDP
+        wrapper, or EMA weights)."""
         if latents.ndim != 4 or tuple(latents.shape[1:]) != self.latent_shape:
             raise RaeditError(f"latents must be B x {' x '.join(map(str, self.latent_shape))} for encoder "
                               f"'{self.config.encoder}', got {tuple(latents.shape)}")
         decoder = self.decoder if decoder is None else decoder
         pixels = self.encoder.denormalize(decoder(latents_to_tokens(self.denormalize(latents))))
+        if self.config.grayscale:
+            pixels = pixels.mean(dim=1, keepdim=True).expand_as(pixels)
         return pixels.clamp(0.0, 1.0) if clamp else pixels
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -57,28 +57,30 @@ class DemoPlan:
 # The decoder of the demo plans: 4 blocks of width 256 (the S size is 6 x 384), trained in bf16 on L1 alone for
 # its first epochs (measured per wall second on one core: S fp32 17.18 dB after 420 s, this 18.19 dB with the
 # perceptual term, 20.05 dB after 180 s on L1 alone), then with the perceptual term and the discriminator, and the
-# GAN in the last epoch (without it generation FID was 208 instead of 148): docs/results/demo.md.
+# GAN in the last epochs (reconstruction FID 107 with one GAN epoch, 89 with two; 166 without it and in colour):
+# docs/results/demo.md.
 DEMO_DECODER = ["autoencoder.decoder_size=4x256x4x1024", "train.precision.autocast=bf16",
                 "train.schedule.warmup_epochs=0.1", "eval_images=1000"]
 # `raedit demo`: at most 15 minutes on 2 CPU cores, install included. Stage 1 and stage 2 run side by side on a
 # core each for about the same time.
 FULL = DemoPlan(
-    stage1=[*DEMO_DECODER, "train.epochs=7", "loss.perceptual_start_epoch=5", "loss.disc_start_epoch=5",
-            "loss.gan_start_epoch=6"],
+    stage1=[*DEMO_DECODER, "train.epochs=6", "loss.perceptual_start_epoch=3", "loss.disc_start_epoch=3",
+            "loss.gan_start_epoch=4"],
     cache=["data.limit=5000"],
     stage2=["train.epochs=41", "train.schedule.decay_start_epoch=16", "train.schedule.decay_end_epoch=41"],
-    probe_images=4000,
-    # Guidance trades FID for class-true samples: on the models of an 8,000-image plan (docs/results/demo.md) FID /
-    # class accuracy were 147.6 / 0.40 without it, 151.9 / 0.53 at 1.5, 161.5 / 0.68 at 2.5 and 169.9 / 0.74 at 4.
-    cfg=2.5,
+    probe_images=3000,
+    # Guidance trades FID for class-true samples: with the two-GAN-epoch decoder (docs/results/demo.md) FID / class
+    # accuracy were 91.3 / 0.52 at 1.5, 97.0 / 0.66 at 2.5 and 103.9 / 0.75 at 4.
+    cfg=2.0,
 )
 # `raedit benchmark`: at most 60 minutes on 2 CPU cores; its FID (docs/results/benchmark.md) is the number
 # later changes must beat. The whole recipes' data (12,000 images, 24,000 latents with mirrors).
 BENCHMARK = DemoPlan(
     stage1=[*DEMO_DECODER, "train.epochs=10", "loss.perceptual_start_epoch=6", "loss.disc_start_epoch=6",
-            "loss.gan_start_epoch=8"],
+            "loss.gan_start_epoch=7"],
     cache=[],
     stage2=["train.epochs=60", "train.schedule.decay_start_epoch=24", "train.schedule.decay_end_epoch=60"],
+    cfg=2.0,
 )
 # `raedit demo --quick`: about 2 minutes, the smoke test of `make test`.
 QUICK = DemoPlan(

@@ -4,7 +4,8 @@
 
     rec = l1_loss(recon, images) + cfg.perceptual_weight * perceptual(recon, images)
     gan = generator_adversarial_loss(disc, recon)                     # from epoch cfg.gan_start_epoch
-    total = rec + cfg.gan_weight * adaptive_gan_weight(rec, gan, decoder_last_layer.weight) * gan
+    total, weight = adaptive_gan_loss(rec, gan, recon, decoder_last_layer.weight, cfg.gan_weight)
+    # total = rec + cfg.gan_weight * weight * gan in value and gradient
     d_loss = discriminator_loss(disc, images, recon.detach())         # from epoch cfg.disc_start_epoch
 """
 
@@ -19,7 +20,7 @@ from raedit.core.config import Rule, above, at_least, in_range
 from raedit.losses.diffaugment import diff_augment
 from raedit.losses.discriminator import Discriminator, build_discriminator
 from raedit.losses.gan import (
-    adaptive_gan_weight,
+    adaptive_gan_loss,
     discriminator_loss,
     generator_adversarial_loss,
     generator_loss,
@@ -32,7 +33,7 @@ __all__ = [
     "DecoderLossConfig",
     "Discriminator",
     "PerceptualLoss",
-    "adaptive_gan_weight",
+    "adaptive_gan_loss",
     "build_discriminator",
     "build_perceptual_loss",
     "diff_augment",

@@ -14,7 +14,7 @@ from torch import nn
 from raedit.losses.diffaugment import diff_augment
 
 __all__ = [
-    "adaptive_gan_weight",
+    "adaptive_gan_loss",
     "discriminator_loss",
     "generator_adversarial_loss",
     "generator_loss",
@@ -78,19 +78,29 @@ def generator_adversarial_loss(
     return generator_loss(discriminator(diff_augment(fake * 2.0 - 1.0, translation=translation, color=color)))
 
 
-def adaptive_gan_weight(
+def adaptive_gan_loss(
     reconstruction_loss: torch.Tensor,
     gan_loss: torch.Tensor,
+    images: torch.Tensor,
     last_layer_weight: torch.Tensor,
+    gan_weight: float = 1.0,
     max_weight: float = 1e4,
-) -> torch.Tensor:
-    """App. C.2: lambda = ||grad L_rec|| / (||grad L_gan|| + 1e-6) at the decoder's last layer, clamped to [0, max].
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """App. C.2: reconstruction_loss + gan_weight * lambda * gan_loss, with the adaptive weight
+    lambda = ||grad L_rec|| / (||grad L_gan|| + 1e-6) at the decoder's last layer, clamped to [0, max_weight].
 
-    reconstruction_loss (L1 + perceptual) and gan_loss: scalars whose graphs reach `last_layer_weight` (the
-    weight of the decoder's final projection). Both graphs are retained for the later backward. Returns a
-    detached scalar.
+    Both losses depend on the decoder only through `images` (its output; their graphs reach it), so each is
+    differentiated through its loss network (the perceptual network, the discriminator) once, to `images`; the
+    last layer's gradients and the decoder's follow from those image gradients by the chain rule. The returned
+    loss has the value of the sum above and, on backward, exactly its gradients, without the second pass through
+    the loss networks that taking the last layer's gradients from the losses themselves costs.
+    Returns (loss, lambda detached).
     """
-    grad_rec = torch.autograd.grad(reconstruction_loss, last_layer_weight, retain_graph=True)[0]
-    grad_gan = torch.autograd.grad(gan_loss, last_layer_weight, retain_graph=True)[0]
-    weight = grad_rec.norm() / (grad_gan.norm() + 1e-6)
-    return weight.clamp(0.0, max_weight).detach()
+    grad_rec_images = torch.autograd.grad(reconstruction_loss, images)[0]
+    grad_gan_images = torch.autograd.grad(gan_loss, images)[0]
+    grad_rec = torch.autograd.grad(images, last_layer_weight, grad_rec_images, retain_graph=True)[0]
+    grad_gan = torch.autograd.grad(images, last_layer_weight, grad_gan_images, retain_graph=True)[0]
+    weight = (grad_rec.norm() / (grad_gan.norm() + 1e-6)).clamp(0.0, max_weight).detach()
+    pulled = (images * (grad_rec_images + gan_weight * weight * grad_gan_images)).sum()
+    value = (reconstruction_loss + gan_weight * weight * gan_loss).detach()
+    return pulled - pulled.detach() + value, weight

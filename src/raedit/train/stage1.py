@@ -37,7 +37,7 @@ from raedit.data.latent_cache import ImagesWithLatents, LatentCache
 from raedit.eval.similarity import psnr, ssim
 from raedit.losses import (
     DecoderLossConfig,
-    adaptive_gan_weight,
+    adaptive_gan_loss,
     build_discriminator,
     build_perceptual_loss,
     discriminator_loss,
@@ -170,9 +170,10 @@ class DecoderTraining:
         gan = generator_adversarial_loss(discriminator, reconstruction, loss.diffaug_translation, loss.diffaug_color)
         discriminator.train()
         last_layer = unwrap_model(self.decoder).last_layer
-        weight = adaptive_gan_weight(reconstruction_loss, gan, last_layer, loss.max_adaptive_weight)
+        total, weight = adaptive_gan_loss(reconstruction_loss, gan, reconstruction, last_layer, loss.gan_weight,
+                                          loss.max_adaptive_weight)
         parts.update(gan=gan, adaptive_weight=weight)
-        return reconstruction_loss + loss.gan_weight * weight * gan, parts
+        return total, parts
 
     def discriminator_loss(self, batch: tuple, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Hinge loss on this step's real images and their reconstructions by the decoder as it is after its step:
