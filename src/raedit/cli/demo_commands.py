@@ -36,9 +36,11 @@ def run_benchmark(args: argparse.Namespace) -> None:
     print_summary(metrics, args.out)
     results = Path(args.results)
     summary = ("The CPU benchmark recipe (`raedit benchmark`, plan BENCHMARK in src/raedit/jobs/demo.py): the demo "
-               "recipes on the whole 12,000-image training subset, EfficientNet-Lite0 latents, S decoder and "
-               f"a small DiT^DH. **Generation FID {metrics['fid']:.2f}** ({metrics['fid_samples']} class-balanced "
-               f"samples against the first {metrics['fid_reference']} Fashion-MNIST test images), total wall "
+               "pipeline on the whole 12,000-image training subset, EfficientNet-Lite0 latents, the demo's "
+               f"decoder and a small DiT^DH, samples with CFG {metrics['cfg']}. **Generation FID "
+               f"{metrics['fid']:.2f}** ({metrics['fid_samples']} class-balanced samples against the first "
+               f"{metrics['fid_reference']} Fashion-MNIST test images), class accuracy "
+               f"{metrics['class_accuracy']:.3f}, decoder PSNR {metrics['reconstruction_psnr_db']:.2f} dB, total wall "
                f"time {metrics['seconds']['total'] / 60:.1f} min: the number later changes must beat.")
     write_results(results, "benchmark", "CPU benchmark: generation FID on Fashion-MNIST", summary,
                   ["step", "seconds", "result"], rows, started, extra={"metrics": metrics})

@@ -64,8 +64,8 @@ DEMO_DECODER = ["autoencoder.decoder_size=4x256x4x1024", "train.precision.autoca
 # `raedit demo`: at most 15 minutes on 2 CPU cores, install included. Stage 1 and stage 2 run side by side on a
 # core each for about the same time.
 FULL = DemoPlan(
-    stage1=[*DEMO_DECODER, "train.epochs=6", "loss.perceptual_start_epoch=3", "loss.disc_start_epoch=3",
-            "loss.gan_start_epoch=4"],
+    stage1=[*DEMO_DECODER, "train.epochs=7", "loss.disc_start_epoch=4", "loss.perceptual_start_epoch=5",
+            "loss.gan_start_epoch=5"],
     cache=["data.limit=5000"],
     stage2=["train.epochs=41", "train.schedule.decay_start_epoch=16", "train.schedule.decay_end_epoch=41"],
     probe_images=3000,
