@@ -57,8 +57,8 @@ class DemoPlan:
 # The decoder of the demo plans: 4 blocks of width 256 (the S size is 6 x 384), trained in bf16 on L1 alone for
 # its first epochs (measured per wall second on one core: S fp32 17.18 dB after 420 s, this 18.19 dB with the
 # perceptual term, 20.05 dB after 180 s on L1 alone), then with the perceptual term and the discriminator, and the
-# GAN in the last epochs (reconstruction FID 107 with one GAN epoch, 89 with two; 166 without it and in colour):
-# docs/results/demo.md.
+# GAN in the last epochs (decoding gray: reconstruction FID 107 with one GAN epoch, 89 with two; in colour with one:
+# 166): docs/results/demo.md.
 DEMO_DECODER = ["autoencoder.decoder_size=4x256x4x1024", "train.precision.autocast=bf16",
                 "train.schedule.warmup_epochs=0.1", "eval_images=1000"]
 # `raedit demo`: at most 15 minutes on 2 CPU cores, install included. Stage 1 and stage 2 run side by side on a
@@ -75,13 +75,15 @@ FULL = DemoPlan(
 )
 # `raedit benchmark`: at most 60 minutes on 2 CPU cores; its FID (docs/results/benchmark.md) is the number
 # later changes must beat. The whole recipes' data (12,000 images, 24,000 latents with mirrors), the demo's decoder
-# schedule at about 3 times its length (14 L1 epochs, the discriminator's warm-up, 4 GAN epochs: about 35 minutes
-# on a core by the demo's step times), and a DiT^DH trained for about as long beside it.
+# schedule about 3 times longer (14 L1 epochs, the discriminator's warm-up, 4 GAN epochs), and a DiT^DH trained for
+# about as long beside it. Measured in a first run (2026-12-02, stopped): stage 1 at 0.14 s per L1 step, 0.37 s per
+# warm-up step and about 1.0 s per GAN step, stage 2 at 8.1 steps of 64 per second, on a core each; 150 DiT^DH
+# epochs would have taken 58 minutes, 100 take about as long as stage 1 (40 minutes).
 BENCHMARK = DemoPlan(
     stage1=[*DEMO_DECODER, "train.epochs=19", "loss.disc_start_epoch=14", "loss.perceptual_start_epoch=15",
             "loss.gan_start_epoch=15"],
     cache=[],
-    stage2=["train.epochs=150", "train.schedule.decay_start_epoch=60", "train.schedule.decay_end_epoch=150"],
+    stage2=["train.epochs=100", "train.schedule.decay_start_epoch=40", "train.schedule.decay_end_epoch=100"],
     cfg=2.0,
 )
 # `raedit demo --quick`: about 2 minutes, the smoke test of `make test`.
