@@ -5,12 +5,14 @@ import json
 import math
 
 import pytest
+import torch
 
 from raedit.autoencoder import RAE, AutoencoderConfig
 from raedit.cli import main
 from raedit.core.errors import RaeditError
 from raedit.data import DataConfig
 from raedit.experiments.generation import GenerationSetup, check_inputs
+from raedit.experiments.shift import DenserGrid, make_denser_space
 from raedit.jobs.cache_latents import CacheConfig, cache_latents
 from raedit.jobs.stats import latent_stats_from_cache
 
@@ -52,14 +54,48 @@ def results(out, name):
 def test_shift_reports_the_alpha_of_each_arm(latent_space, tmp_path):
     out = tmp_path / "results"
     assert main(["experiment", "shift", *setup_overrides(latent_space, tmp_path / "work"), "shifts=[none,auto,4]",
-                 "--out", str(out)]) == 0
+                 "denser_grid.encoder_input_size=null", "--out", str(out)]) == 0
     rows = results(out, "shift")
     assert [row[0] for row in rows] == ["none", "auto", "4"]
     assert [row[1] for row in rows] == [1.0, round(math.sqrt(192 * 16 / 4096), 3), 4.0]  # Sec. 4.2
     assert all(math.isfinite(row[3]) and row[3] > 0 for row in rows)
 
 
-def test_head_arms_have_matched_flops(latent_space, tmp_path):
+def test_shift_on_a_denser_grid_makes_its_latent_space(latent_space, tmp_path):
+    """The same images encoded at twice the input size: 8 x 8 tokens of 192 channels, a cache of them, their RAE
+    with the cache's statistics and a trained decoder, and the arms trained on that cache."""
+    out, work = tmp_path / "results", tmp_path / "work"
+    grid = ("denser_grid={encoder_input_size: 64, image_size: 32, images: null, stage1_overrides: [autoencoder.decoder_size=tiny, "
+            "train.epochs=1, train.micro_batch_size=8, loss.disc_start_epoch=100, loss.gan_start_epoch=100, "
+            "eval_images=8, preview_images=0, train.logging.image_every_steps=0]}")
+    assert main(["experiment", "shift", *setup_overrides(latent_space, work), "shifts=[none,auto]", grid,
+                 "--out", str(out)]) == 0
+    rows = results(out, "shift")
+    assert [row[1] for row in rows] == [1.0, round(math.sqrt(192 * 64 / 4096), 3)]
+    assert json.loads((out / "shift.json").read_text())["latent_dims"] == 192 * 8 * 8
+    space = RAE.from_pretrained(work / "shift" / "rae")
+    assert space.latent_shape == (192, 8, 8) and space.normalized
+    trained = RAE.from_pretrained(work / "shift" / "decoder" / "rae")
+    assert all(torch.equal(a, b) for a, b in zip(space.decoder.state_dict().values(),
+                                                 trained.decoder.state_dict().values()))
+    assert torch.allclose(space.latent_mean, latent_stats_from_cache(work / "shift" / "latents").mean.float())
+    assert "trained in" in json.loads((out / "shift.json").read_text())["summary"]
+
+
+def test_a_denser_grid_that_does_not_fit_is_one_clear_error(latent_space, tmp_path):
+    setup = GenerationSetup(rae=str(latent_space / "rae"), latents=str(latent_space / "latents"))
+    overrides = ["autoencoder.decoder_size=tiny"]
+    with pytest.raises(RaeditError, match="denser_grid.images=25 is more than the 24 images of setup.latents"):
+        make_denser_space(setup, DenserGrid(encoder_input_size=64, image_size=32, images=25,
+                                            stage1_overrides=overrides), tmp_path)
+    with pytest.raises(RaeditError, match="image_size 36 is not a multiple of the 8 tokens per side"):
+        make_denser_space(setup, DenserGrid(encoder_input_size=64, image_size=36, images=None,
+                                            stage1_overrides=overrides), tmp_path)
+    with pytest.raises(RaeditError, match="denser_grid takes its images from setup.latents, which is null"):
+        make_denser_space(GenerationSetup(latents=None), DenserGrid(), tmp_path)
+
+
+def test_head_reports_widths_and_flops_of_each_arm(latent_space, tmp_path):
     out = tmp_path / "results"
     arms = ("arms=[{name: dh, overrides: [model.name=ditdh-s, model.depth=1, model.width=64, model.num_heads=2, "
             "model.head_depth=1, model.head_width=192, model.head_num_heads=2]}, {name: dit, overrides: "
@@ -69,10 +105,11 @@ def test_head_arms_have_matched_flops(latent_space, tmp_path):
     rows = results(out, "head")
     assert [row[0] for row in rows] == ["dh", "dit"]
     dh, dit = rows
-    assert dh[1] != dit[1] and dh[2] > 0 and dit[2] > 0  # different models, each with counted FLOPs
+    assert (dh[1], dit[1]) == ("64 / 192 (n = 192)", "96 / 96 (n = 192)")
+    assert dh[2] != dit[2] and dh[3] > 0 and dit[3] > 0  # different models, each with counted FLOPs
     # training FLOPs = 3 x forward x epochs x images (1 epoch: 24 images, each flipped or not; 48 latents stored)
-    assert dh[3] == pytest.approx(3 * dh[2] * 1e6 * 24, rel=1e-3)
-    assert all(math.isfinite(row[5]) for row in rows)
+    assert dh[4] == pytest.approx(3 * dh[3] * 1e6 * 24, rel=1e-3)
+    assert all(math.isfinite(row[6]) for row in rows)
 
 
 def test_pixel_arm_uses_pixels_of_about_the_latent_dimension(latent_space, tmp_path):
@@ -90,7 +127,7 @@ def test_pixel_arm_uses_pixels_of_about_the_latent_dimension(latent_space, tmp_p
 def test_noise_aug_trains_one_decoder_per_tau(latent_space, tmp_path):
     out = tmp_path / "results"
     stage1 = ("stage1_overrides=[autoencoder.encoder=pixels-p8, autoencoder.encoder_input_size=32, "
-              "autoencoder.decoder_size=tiny, data.limit=16, train.epochs=1, train.micro_batch_size=8, "
+              "autoencoder.decoder_size=tiny, train.epochs=1, train.micro_batch_size=8, "
               "loss.disc_start_epoch=100, loss.gan_start_epoch=100, eval_images=8, "
               "preview_images=0, train.logging.image_every_steps=0]")
     assert main(["experiment", "noise-aug", *setup_overrides(latent_space, tmp_path / "work"), stage1,
@@ -101,7 +138,9 @@ def test_noise_aug_trains_one_decoder_per_tau(latent_space, tmp_path):
         saved = json.loads((tmp_path / "work" / "noise-aug" / f"decoder-tau{tau:g}" / "rae" / "rae_config.json")
                            .read_text())
         assert saved["noise_tau"] == tau
-    assert all(math.isfinite(row[3]) and math.isfinite(row[4]) for row in rows)
+    assert all(math.isfinite(value) for row in rows for value in row[3:])
+    # the same noise added to both decoders' latents changes what each reconstructs
+    assert all(row[4] != row[3] for row in rows)
 
 
 def test_missing_latent_space_is_one_clear_error(tmp_path):

@@ -130,6 +130,15 @@ def test_periodic_image_grids_and_run_directory(tmp_path):
     assert lines[0]["model/loss"] == pytest.approx(lines[0]["model/mse"])
 
 
+def test_an_ema_too_slow_for_the_run_is_warned_about(tmp_path, caplog):
+    # 2 epochs of 64 items in steps of 8: 16 steps; 0.9 ** 16 = 0.19 of the initial weights would remain
+    build_loop(tmp_path / "slow", toy_config(**{"ema.decay": 0.9})).run()
+    assert "an EMA of decay 0.9 keeps 19% of the initial weights after this run's 16 steps" in caplog.text
+    caplog.clear()
+    build_loop(tmp_path / "fast", toy_config(**{"ema.decay": 0.8})).run()  # 0.8 ** 16 = 0.03
+    assert "EMA" not in caplog.text
+
+
 def test_empty_or_too_small_data_is_a_user_error(tmp_path):
     with pytest.raises(RaeditError, match="empty"):
         build_loop(tmp_path, toy_config(), dataset=ToyData(size=0))

@@ -1,10 +1,11 @@
 """What the generation experiments share: train a stage-2 arm from a recipe plus overrides, sample it
 class-balanced and score the samples with FID against a reference set.
 
-The default setting is the offline demo's latent space (EfficientNet-Lite0, 4 x 4 x 112, on Fashion-MNIST) made by
-  raedit train-decoder stage1/demo                                                # -> runs/stage1/demo/rae
-  raedit stats stats/effnet-lite0_fashion-mnist data.limit=12000 data.resolution=32 rae=runs/stage1/demo/rae
-  raedit cache-latents stage2/cache_demo                        # -> runs/latents/fashion-mnist_effnet-lite0_64
+The default setting is the latent space of `raedit benchmark` (EfficientNet-Lite0, 4 x 4 x 112, on 12,000
+Fashion-MNIST images and their mirrors; its RAE holds the statistics and a 21 dB decoder):
+  raedit benchmark                                         # -> runs/benchmark/rae, runs/benchmark/latents
+`raedit demo` makes the same kind of space from 5,000 images in a quarter of the time (setup.rae=runs/demo/rae
+setup.latents=runs/demo/latents).
 On GPUs the same experiment runs at full size by pointing `setup.recipe`, `setup.rae` (holding its statistics),
 `setup.latents` and `setup.reference` at an ImageNet recipe, its RAE, cache and reference batch.
 """
@@ -34,8 +35,8 @@ class GenerationSetup:
     """The stage-2 recipe every arm starts from, the latent space it trains in, and the FID protocol."""
 
     recipe: str = "stage2/demo"  # a YAML file or a shipped recipe
-    rae: str | None = "runs/stage1/demo/rae"  # with its latent statistics
-    latents: str | None = "runs/latents/fashion-mnist_effnet-lite0_64"
+    rae: str | None = "runs/benchmark/rae"  # with its latent statistics
+    latents: str | None = "runs/benchmark/latents"
     overrides: list[str] = field(default_factory=list)  # on top of the recipe, for every arm
     samples: int = 1000
     sampler: str = "euler"

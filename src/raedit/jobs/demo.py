@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from raedit.autoencoder import RAE, store_latent_stats
 from raedit.core.config import load_config
 from raedit.core.files import write_json
 from raedit.core.images import save_image_grid
+from raedit.core.side_by_side import run_side_by_side
 from raedit.data.fashion_mnist import load_fashion_mnist, to_rgb
 from raedit.eval.evaluate import evaluate_file
 from raedit.jobs.cache_latents import CacheConfig, cache_latents
@@ -116,36 +115,6 @@ def save_reconstruction_grid(rae_dir: Path, path: Path, count: int = 10) -> None
     save_image_grid(torch.cat([originals, reconstructions]), path, nrow=count)
 
 
-def _in_worker(threads: int, level: int) -> None:
-    """Each training process takes its share of the cores and logs like the parent."""
-    torch.set_num_threads(threads)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-
-
-def _train_decoder(config: Stage1Config) -> float:
-    started = time.perf_counter()
-    train_decoder(config)
-    return time.perf_counter() - started
-
-
-def _train_denoiser(config: Stage2Config) -> float:
-    started = time.perf_counter()
-    train_diffusion(config)
-    return time.perf_counter() - started
-
-
-def train_both_stages(stage1: Stage1Config, stage2: Stage2Config) -> tuple[float, float]:
-    """Stage 1 and stage 2 at the same time, in two processes with half the cores each (the denoiser trains on
-    cached latents alone and needs no decoder); returns their seconds."""
-    threads = max(1, torch.get_num_threads() // 2)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(2, mp_context=context, initializer=_in_worker,
-                             initargs=(threads, logging.getLogger().getEffectiveLevel())) as pool:
-        decoder = pool.submit(_train_decoder, stage1)
-        denoiser = pool.submit(_train_denoiser, stage2)
-        return decoder.result(), denoiser.result()
-
-
 def run_demo(out: str | Path = "runs/demo", plan_name: str = "full") -> dict:
     """Run every stage of the plan `plan_name` (full | quick | benchmark); returns (and writes to
     `<out>/metrics.json`) what was measured."""
@@ -180,7 +149,8 @@ def run_demo(out: str | Path = "runs/demo", plan_name: str = "full") -> dict:
     stage2 = load_config(Stage2Config, "stage2/demo", [
         *_quiet_training(plan.stage2, out, "stage2"), f"rae={rae_dir}", f"latents={cache_dir}",
         f"data.limit={cache.data.limit}", "train.logging.image_every_steps=0"])
-    decoder_seconds, denoiser_seconds = train_both_stages(stage1, stage2)
+    # Stage 1 and stage 2 at the same time, a process and half the cores each.
+    decoder_seconds, denoiser_seconds = run_side_by_side([(train_decoder, stage1), (train_diffusion, stage2)])
     timings["stage1_decoder"], timings["stage2_diffusion"] = round(decoder_seconds, 1), round(denoiser_seconds, 1)
     trained = out / "stage1" / "rae"
     store_latent_stats(trained, moments.mean, moments.variance, cache.autoencoder.encoder)

@@ -61,6 +61,10 @@ from raedit.train.tracking import MetricLogger, ProgressBar
 
 log = logging.getLogger(__name__)
 
+# Above this share of the initial weights left in an EMA at the run's end, the run warns: its EMA model, the one
+# saved and sampled, is mostly untrained (decay ** steps: 0.998 keeps 37% after 500 steps).
+EMA_INITIAL_SHARE_WARNING = 0.1
+
 
 class NonFiniteLossError(RaeditError):
     """A loss or gradient norm became NaN or infinite; that step was not taken, and the run stopped at the next
@@ -269,6 +273,15 @@ class TrainLoop:
     def total_steps(self) -> int:
         return self.steps_per_epoch * self.config.epochs
 
+    def _warn_about_short_emas(self) -> None:
+        """Warn when an EMA would still hold more than EMA_INITIAL_SHARE_WARNING of its initial weights after
+        every step of the run (decay ** total_steps)."""
+        for phase in self.phases:
+            if phase.ema is not None and phase.ema.decay ** self.total_steps > EMA_INITIAL_SHARE_WARNING:
+                log.warning("%s: an EMA of decay %g keeps %.0f%% of the initial weights after this run's %d steps; "
+                            "its model, the one saved, is mostly untrained: lower train.ema.decay or train longer",
+                            phase.name, phase.ema.decay, 100 * phase.ema.decay ** self.total_steps, self.total_steps)
+
     def resume(self) -> bool:
         """Load the newest complete checkpoint of the run, if there is one; True when one was loaded."""
         path = latest_checkpoint(self.run_dir.checkpoints)
@@ -337,6 +350,7 @@ class TrainLoop:
     def run(self, resume: bool = False) -> LoopResult:
         """Train until the last epoch, `stop_after_steps`, a signal, or a non-finite loss (raised)."""
         configure_matmul_precision(self.config.precision.tf32)
+        self._warn_about_short_emas()
         self._signal, self._stop_agreed = None, False
         if resume:
             self.resume()
