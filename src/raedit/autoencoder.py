@@ -14,6 +14,7 @@ to train, and `RAE(config).save_pretrained(directory)` gives stage 2 its `rae=<d
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -277,3 +278,11 @@ def store_latent_stats(directory: str | Path, mean: torch.Tensor, var: torch.Ten
     save_tensors(weights_path, {**weights, "latent_mean": mean.float(), "latent_var": var.float()})
     write_json(config_path, {**config, "normalized": True})
 
+
+
+def adopt_trained_decoder(rae_dir: str | Path, trained_dir: str | Path) -> None:
+    """Make the RAE saved in `rae_dir` (a latent space: its statistics) decode with the decoder stage 1 saved in
+    `trained_dir` (trained on raw latents): the trained RAE takes `rae_dir`'s statistics and is copied over it."""
+    encoder = read_json(saved_rae_files(rae_dir)[0], "RAE config")["encoder"]
+    store_latent_stats(trained_dir, *saved_latent_stats(rae_dir), encoder)
+    shutil.copytree(trained_dir, rae_dir, dirs_exist_ok=True)

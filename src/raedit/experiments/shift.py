@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raedit.autoencoder import RAE, saved_latent_stats, store_latent_stats
+from raedit.autoencoder import RAE, adopt_trained_decoder
 from raedit.core.config import load_config
 from raedit.core.errors import RaeditError
 from raedit.core.side_by_side import run_side_by_side
@@ -115,8 +115,7 @@ def run(out: Path, settings: Settings) -> dict:
     if grid is not None:
         decoder_seconds = seconds.pop(0)
         decoder_psnr = json.loads((work / "decoder" / "recon_metrics.json").read_text())["psnr"]
-        store_latent_stats(work / "decoder" / "rae", *saved_latent_stats(rae_dir))
-        shutil.copytree(work / "decoder" / "rae", rae_dir, dirs_exist_ok=True)
+        adopt_trained_decoder(rae_dir, work / "decoder" / "rae")
     rows = []
     for shift, config, arm_seconds in zip(settings.shifts, arms, seconds):
         info = read_denoiser_info(config.run_dir)

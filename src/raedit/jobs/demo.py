@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from raedit.autoencoder import RAE, store_latent_stats
+from raedit.autoencoder import RAE, adopt_trained_decoder
 from raedit.core.config import load_config
 from raedit.core.files import write_json
 from raedit.core.images import save_image_grid
@@ -152,9 +152,7 @@ def run_demo(out: str | Path = "runs/demo", plan_name: str = "full") -> dict:
     # Stage 1 and stage 2 at the same time, a process and half the cores each.
     decoder_seconds, denoiser_seconds = run_side_by_side([(train_decoder, stage1), (train_diffusion, stage2)])
     timings["stage1_decoder"], timings["stage2_diffusion"] = round(decoder_seconds, 1), round(denoiser_seconds, 1)
-    trained = out / "stage1" / "rae"
-    store_latent_stats(trained, moments.mean, moments.variance, cache.autoencoder.encoder)
-    shutil.copytree(trained, rae_dir, dirs_exist_ok=True)
+    adopt_trained_decoder(rae_dir, out / "stage1" / "rae")
     reconstruction = json.loads((out / "stage1" / "recon_metrics.json").read_text())
     save_reconstruction_grid(rae_dir, out / "reconstructions.png")
     now = timed("both_stages", now)
