@@ -10,7 +10,9 @@ import torch
 from raedit.autoencoder import RAE, AutoencoderConfig
 from raedit.core.config import load_config
 from raedit.data.latent_cache import LatentCache
+from raedit.diffusion.denoiser_io import DenoiserInfo, save_denoiser
 from raedit.jobs.cache_latents import CacheConfig, cache_latents
+from raedit.models import build_model, model_config
 
 TINY_MODEL = ["model.name=ditdh-s", "model.num_classes=10", "model.depth=1", "model.width=64",
               "model.num_heads=2", "model.head_depth=1", "model.head_width=128", "model.head_num_heads=2"]
@@ -46,3 +48,20 @@ def make_setup(root: Path, count: int = 64) -> dict[str, Path]:
     cache = root / "latents"
     cache_latents(cache_config(cache, count))
     return {"cache": cache, "rae": make_rae_dir(root / "rae", stats=cache_stats(cache))}
+
+
+TINY = dict(depth=1, width=64, num_heads=2, head_depth=1, head_width=128, head_num_heads=2, num_classes=10)
+
+
+def save_model(directory: Path, rae: Path, latent_shape=(112, 2, 2), seed: int = 0, **changes) -> Path:
+    """A tiny DiT^DH with random (non-zero) output layers, exported like a training run's model."""
+    args = {**TINY, **changes}
+    torch.manual_seed(seed)
+    model = build_model(model_config("ditdh-s", latent_shape, **args))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter) * 0.05)
+        model.y_embedder.embedding_table.weight.normal_(0, 1.0)  # classes that make a visible difference
+    info = DenoiserInfo(model.config, 0.5, str(rae), "effnet-lite0")
+    return save_denoiser(directory, model.state_dict(), info)

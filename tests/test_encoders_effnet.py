@@ -10,7 +10,13 @@ from skimage import data
 from raedit.core.errors import RaeditError
 from raedit.core.files import read_state_dict
 from raedit.encoders import build_encoder, get_spec
-from raedit.encoders.effnet_lite import EfficientNetLite, EfficientNetLiteEncoder, SameConv2d, weights_file_from_package
+from raedit.encoders.effnet_lite import (
+    CPU_CHUNK_PIXELS,
+    EfficientNetLite,
+    EfficientNetLiteEncoder,
+    SameConv2d,
+    weights_file_from_package,
+)
 
 CAT_CLASSES = range(281, 286)  # ImageNet tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO_CLASS = 967
@@ -118,6 +124,24 @@ def test_tokens_are_the_stride16_stage_and_later_stages_are_skipped(lite0: Effic
     torch.testing.assert_close(tokens, stage_map.flatten(2).transpose(1, 2), rtol=0, atol=0)
     # Token n is the feature at row n // 14, column n % 14.
     torch.testing.assert_close(tokens[1, 14 * 3 + 5], stage_map[1, :, 3, 5], rtol=0, atol=0)
+
+
+def test_cpu_encoding_runs_in_chunks_with_the_same_tokens() -> None:
+    """70 images at 64 px: chunks of 32, 32 and 6 (CPU_CHUNK_PIXELS), tokens in order, equal to one pass."""
+    encoder = build_encoder("effnet-lite0", input_size=64)
+    images = torch.rand(70, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    chunk_sizes = []
+    handle = encoder.network._conv_stem.register_forward_pre_hook(
+        lambda module, args: chunk_sizes.append(args[0].shape[0]))
+    try:
+        tokens = encoder.encode(images)
+    finally:
+        handle.remove()
+    assert CPU_CHUNK_PIXELS // 64**2 == 32 and chunk_sizes == [32, 32, 6]
+    with torch.no_grad():
+        one_pass = encoder.forward_tokens(encoder.normalize(images))
+    torch.testing.assert_close(tokens, one_pass, rtol=1e-4, atol=1e-4)  # tokens have an RMS of about 7
+    assert not torch.equal(tokens[0], tokens[69])
 
 
 @pytest.mark.parametrize("bad_size", [0, -16, 100, 260, 64.0])

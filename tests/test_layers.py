@@ -18,6 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data, evaluation and measurement", ("raedit.data", "raedit.eval", "raedit.perf")),
     ("training", ("raedit.train",)),
     ("jobs", ("raedit.jobs", "raedit.experiments")),
+    ("web app", ("raedit.app",)),
     ("command line", ("raedit.cli",)),
 ]
 # Sampling and evaluation never depend on training, not even through other modules.

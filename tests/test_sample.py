@@ -6,31 +6,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from stage2_helpers import make_rae_dir
+from stage2_helpers import make_rae_dir, save_model
 from torchrun import run_torchrun_code
 
 from raedit.cli import main
-from raedit.cli.dataclass_options import add_options, from_options
+from raedit.core.dataclass_options import add_options, from_options
 from raedit.core.errors import RaeditError
-from raedit.diffusion.denoiser_io import DenoiserInfo, save_denoiser
 from raedit.jobs.sample import SampleConfig, generate, sample_labels
-from raedit.models import build_model, model_config
-
-TINY = dict(depth=1, width=64, num_heads=2, head_depth=1, head_width=128, head_num_heads=2, num_classes=10)
-
-
-def save_model(directory: Path, rae: Path, latent_shape=(112, 2, 2), seed: int = 0, **changes) -> Path:
-    """A tiny DiT^DH with random (non-zero) output layers, exported like a training run's model."""
-    args = {**TINY, **changes}
-    torch.manual_seed(seed)
-    model = build_model(model_config("ditdh-s", latent_shape, **args))
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.requires_grad:
-                parameter.add_(torch.randn_like(parameter) * 0.05)
-        model.y_embedder.embedding_table.weight.normal_(0, 1.0)  # classes that make a visible difference
-    info = DenoiserInfo(model.config, 0.5, str(rae), "effnet-lite0")
-    return save_denoiser(directory, model.state_dict(), info)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "raedit.cli.recipe_commands",
     "raedit.cli.release_commands",
     "raedit.cli.bench_commands",
+    "raedit.cli.app_commands",
 ]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import signal
 
-from raedit.cli.dataclass_options import add_options, from_options
+from raedit.core.dataclass_options import add_options, from_options
 from raedit.jobs.sample import SampleConfig
 
 

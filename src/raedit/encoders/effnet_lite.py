@@ -36,6 +36,9 @@ BATCH_NORM_EPS = 1e-3
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 TOKEN_STRIDE = 16
+# Input pixels per chunk of `EfficientNetLiteEncoder.encode` on a CPU: 32 images at 64 px, 8 at 128 px (measured
+# fastest on 2 cores: docs/benchmarks/README.md).
+CPU_CHUNK_PIXELS = 32 * 64 * 64
 
 
 @dataclass(frozen=True)
@@ -295,6 +298,20 @@ class EfficientNetLiteEncoder(Encoder):
         load_strict(network, read_state_dict(weights_file, "EfficientNet-Lite weights"), f"{spec.name} weights from {weights_file}")
         logger.info("loaded %s weights from %s", spec.name, weights_file)
         return cls(network, spec.name, input_size)
+
+    def cpu_chunks(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """A batch split for this network: on a CPU into chunks of at most CPU_CHUNK_PIXELS input pixels, whose
+        activations stay small enough for the allocator to reuse (250 images at 64 px at once spent more time
+        mapping fresh memory than computing: docs/benchmarks/README.md); elsewhere the batch whole."""
+        if images.device.type != "cpu":
+            return (images,)
+        return images.split(max(1, CPU_CHUNK_PIXELS // self.input_size**2))
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """B x 3 x H x W in [0, 1] -> tokens B x N x C, chunk by chunk (`cpu_chunks`)."""
+        tokens = [self.forward_tokens(self.normalize(chunk)) for chunk in self.cpu_chunks(images)]
+        return tokens[0] if len(tokens) == 1 else torch.cat(tokens)
 
     def forward_tokens(self, normalized: torch.Tensor) -> torch.Tensor:
         """Normalized B x 3 x input_size x input_size -> tokens B x (input_size / 16)^2 x channels."""

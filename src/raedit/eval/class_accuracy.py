@@ -59,8 +59,8 @@ class ProbeFeatures:
 
     @torch.no_grad()
     def __call__(self, batches: Iterable[np.ndarray]) -> np.ndarray:
-        parts = [self.encoder.network.pooled_features(self.encoder.normalize(from_uint8_hwc(batch, self.device)),
-                                                      FIRST_STAGE).double().cpu().numpy() for batch in batches]
+        parts = [self.encoder.network.pooled_features(self.encoder.normalize(chunk), FIRST_STAGE).double().cpu().numpy()
+                 for batch in batches for chunk in self.encoder.cpu_chunks(from_uint8_hwc(batch, self.device))]
         if not parts:
             raise RaeditError("no images to classify")
         return np.concatenate(parts)

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ LABEL_SAMPLING = ("equal", "random")
 
 
 def _option(help_text: str, choices: tuple[str, ...] | None = None, metavar: tuple[str, ...] | None = None) -> dict:
-    """Field metadata: how `raedit sample` presents the field as an option (`raedit.cli.dataclass_options`)."""
+    """Field metadata: how `raedit sample` presents the field as an option (`raedit.core.dataclass_options`)."""
     return {"help": help_text, "choices": choices, "metavar": metavar}
 
 
@@ -120,8 +120,9 @@ def _check_classes(classes: list[int], num_classes: int) -> list[int]:
     return [int(c) for c in classes]
 
 
-def generate(config: SampleConfig) -> Path | None:
-    """Run the job on this rank; rank 0 writes `config.out` (and the grid) and returns its path."""
+def generate(config: SampleConfig, progress: Callable[[float], None] | None = None) -> Path | None:
+    """Run the job on this rank; rank 0 writes `config.out` (and the grid) and returns its path.
+    progress: called with the share of this rank's model evaluations done, after each one."""
     check_values(config, spell=lambda key: "--" + key.replace("_", "-"))
     ctx = init_distributed()
     model, info = load_denoiser(config.ckpt, ctx.device)
@@ -147,6 +148,7 @@ def generate(config: SampleConfig) -> Path | None:
     mine = rank_slice(config.num, ctx)
     images: list[np.ndarray] = []
     started = time.perf_counter()
+    evaluations = _EvaluationCounter(config, len(mine), progress)
     for start in range(mine.start, mine.stop, config.batch_size):
         indices = range(start, min(start + config.batch_size, mine.stop))
         generators = sample_generators(config.seed, indices, ctx.device)
@@ -156,6 +158,7 @@ def generate(config: SampleConfig) -> Path | None:
                                    model.null_label, config.cfg, tuple(config.cfg_interval),
                                    in_precision(guide, ctx.device.type, config.bf16) if guide is not None else None,
                                    config.ag)
+        velocity = evaluations.counted(velocity)
         with attention_backend(config.attention):
             latents = sample(velocity, noise, config.sampler, config.steps, info.shift_alpha, config.t_end,
                              generator=generators)
@@ -165,6 +168,28 @@ def generate(config: SampleConfig) -> Path | None:
     logger.info("rank %d: %d images in %.1f s (%.2f images/s)", ctx.rank, len(mine), elapsed,
                 len(mine) / max(elapsed, 1e-9))
     return _write(config, ctx, images, labels)
+
+
+class _EvaluationCounter:
+    """Reports the share of the sampling's model evaluations done (Heun evaluates twice a step)."""
+
+    def __init__(self, config: SampleConfig, num: int, progress: Callable[[float], None] | None) -> None:
+        per_batch = config.steps * (2 if config.sampler == "heun" else 1)
+        self.total = per_batch * -(-num // config.batch_size)
+        self.done = 0
+        self.progress = progress
+
+    def counted(self, velocity: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
+        if self.progress is None:
+            return velocity
+
+        def counting(x: Tensor, t: Tensor) -> Tensor:
+            result = velocity(x, t)
+            self.done += 1
+            self.progress(min(1.0, self.done / self.total))
+            return result
+
+        return counting
 
 
 def _load_rae_for(config: SampleConfig, info: DenoiserInfo, ctx: DistContext) -> RAE:

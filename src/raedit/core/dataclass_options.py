@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import types
 import typing
 from typing import Any, TypeVar
@@ -62,3 +63,33 @@ def from_options(cls: type[T], args: argparse.Namespace) -> T:
             value = None
         values[field.name] = value
     return cls(**values)
+
+
+def to_options(config: Any) -> list[str]:
+    """The options that give back `config` through `add_options` and `from_options`: one for each field that
+    differs from its default (and each required one), as separate command-line words."""
+    hints = typing.get_type_hints(type(config))
+    words: list[str] = []
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        has_default = field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+        default = field.default if field.default is not dataclasses.MISSING else (
+            field.default_factory() if has_default else None)
+        if has_default and value == default:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        kind, _ = _parts(hints[field.name])
+        if kind is bool:
+            words.append(flag if value else "--no-" + field.name.replace("_", "-"))
+        elif value is None:
+            words += [flag, ""]
+        elif isinstance(value, (list, tuple)):
+            words += [flag, *(str(item) for item in value)]
+        else:
+            words += [flag, str(value)]
+    return words
+
+
+def command_line(program: str, config: Any) -> str:
+    """`program` with `to_options(config)`, quoted for a POSIX shell."""
+    return shlex.join([*program.split(), *to_options(config)])
