@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from stage2_helpers import TINY_MODEL, make_rae_dir, make_setup
+from stage2_helpers import TINY, TINY_MODEL, make_rae_dir, make_setup
 from torchrun import run_torchrun_code
 
 from raedit.autoencoder import RAE
@@ -17,9 +17,10 @@ from raedit.data.image_folder import collate_skipping
 from raedit.data.latent_cache import LatentCache
 from raedit.diffusion.denoiser_io import load_denoiser, read_denoiser_info
 from raedit.diffusion.flow import TimeDistribution, flow_matching_loss
-from raedit.models import build_model
+from raedit.models import build_model, model_config
+from raedit.train.config import OptimConfig
 from raedit.train.ema import EMA
-from raedit.train.optim import build_adamw, clip_gradients
+from raedit.train.optim import MuonWithAdamW, build_adamw, build_optimizer, clip_gradients
 from raedit.train.stage2 import DiffusionTraining, FlowConfig, Stage2Config, resolve_shift, train_diffusion
 
 CONFIGS = RECIPES / "stage2"
@@ -101,6 +102,49 @@ def test_resumed_run_ends_where_an_uninterrupted_run_ends(setup, tmp_path):
     assert info.latent_shape == (112, 2, 2)
     ema = load_file(str(checkpoint / "ema-denoiser.safetensors"))
     torch.testing.assert_close(model.state_dict()["final_layer.linear.weight"], ema["final_layer.linear.weight"])
+
+
+def test_muon_takes_the_matrices_adamw_the_rest_and_steps_as_the_two_would():
+    """RAEv2's optimizer: torch's Muon on every 2-D parameter, AdamW on the others, one step = both steps."""
+    torch.manual_seed(0)
+    model = build_model(model_config("ditdh-s", (112, 2, 2), **TINY))
+    params = [p for p in model.parameters() if p.requires_grad]
+    config = OptimConfig(name="muon", lr=1e-2, weight_decay=0.1)
+    optimizer = build_optimizer(params, config)
+    assert isinstance(optimizer, MuonWithAdamW)
+    matrices = [p for p in params if p.ndim == 2]
+    assert {id(p) for p in optimizer.muon.param_groups[0]["params"]} == {id(p) for p in matrices}
+    assert {id(p) for p in optimizer.adamw.param_groups[0]["params"]} == {id(p) for p in params if p.ndim != 2}
+    assert any(p is model.y_embedder.embedding_table.weight for p in matrices)  # the label table too
+    copies = [p.detach().clone().requires_grad_() for p in params]
+    alone = [torch.optim.Muon([c for c in copies if c.ndim == 2], lr=1e-2, weight_decay=0.1, momentum=0.95,
+                              nesterov=True, adjust_lr_fn="match_rms_adamw"),
+             torch.optim.AdamW([c for c in copies if c.ndim != 2], lr=1e-2, betas=(0.9, 0.95), eps=1e-8,
+                               weight_decay=0.1)]
+    for _ in range(2):
+        for p, c in zip(params, copies):
+            p.grad = torch.randn_like(p)
+            c.grad = p.grad.clone()
+        optimizer.step()
+        for inner in alone:
+            inner.step()
+    for p, c in zip(params, copies):
+        torch.testing.assert_close(p, c, rtol=0, atol=0)
+    optimizer.param_groups[0]["lr"] = 5e-3  # one schedule: the loop sets the groups, the inner steps read them
+    assert optimizer.muon.param_groups[0]["lr"] == 5e-3
+
+
+def test_a_muon_run_resumes_bit_identical_and_differs_from_adamw(setup, tmp_path):
+    muon = ("train.epochs=3", "train.optim.name=muon")
+    train_diffusion(load_stage2_config(None, overrides(setup, tmp_path / "a", *muon)))
+    first = load_stage2_config(None, overrides(setup, tmp_path / "b", *muon, "train.stop_after_steps=2"))
+    assert train_diffusion(first).reason == "stopped"
+    resumed = train_diffusion(load_stage2_config(None, overrides(setup, tmp_path / "b", *muon)), resume=True)
+    assert resumed.progress.step == 6
+    train_diffusion(load_stage2_config(None, overrides(setup, tmp_path / "adamw", "train.epochs=3")))
+    a, b, adamw = (load_file(str(tmp_path / name / "model" / "model.safetensors")) for name in ("a", "b", "adamw"))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert not torch.equal(a["final_layer.linear.weight"], adamw["final_layer.linear.weight"])
 
 
 def test_images_encoded_on_the_fly_equal_the_normalized_cached_latents(setup):

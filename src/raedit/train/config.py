@@ -15,16 +15,20 @@ from raedit.core.config import Rule, above, at_least, check_values, in_range, on
 from raedit.core.errors import RaeditError
 
 SCHEDULE_KINDS = ("constant", "cosine", "linear_decay")
+OPTIMIZERS = ("adamw", "muon")
 
 
 @dataclass
 class OptimConfig:
-    """AdamW and gradient clipping (recipe: lr 2e-4, betas 0.9/0.95, weight decay 0, clip 1.0 in stage 2)."""
+    """The optimizer and gradient clipping (recipe: AdamW, lr 2e-4, betas 0.9/0.95, weight decay 0, clip 1.0 in
+    stage 2). name: "adamw", or "muon" (RAEv2: Muon for the 2-D weights, AdamW with the betas for the rest)."""
 
     VALID: ClassVar[dict[str, Rule]] = {
-        "lr": above(0), "beta1": in_range(0, 1, high_open=True), "beta2": in_range(0, 1, high_open=True),
-        "weight_decay": at_least(0), "eps": above(0), "grad_clip": at_least(0)}
+        "name": one_of(OPTIMIZERS), "lr": above(0), "beta1": in_range(0, 1, high_open=True),
+        "beta2": in_range(0, 1, high_open=True), "weight_decay": at_least(0), "eps": above(0),
+        "grad_clip": at_least(0), "muon_momentum": in_range(0, 1, high_open=True)}
 
+    name: str = "adamw"
     lr: float = 2e-4
     beta1: float = 0.9
     beta2: float = 0.95
@@ -32,6 +36,7 @@ class OptimConfig:
     eps: float = 1e-8
     grad_clip: float = 0.0  # max global gradient norm; 0 turns clipping off
     fused: bool = True  # the fused AdamW kernel where the device has one
+    muon_momentum: float = 0.95  # Muon's Nesterov momentum (RAEv2: 0.95)
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""AdamW (fused where the device has a kernel for it), global gradient-norm clipping, and an optimizer step that
-is skipped on the device when the step is not finite."""
+"""AdamW (fused where the device has a kernel for it), or RAEv2's Muon for the matrices with AdamW for the rest;
+global gradient-norm clipping, and an optimizer step that is skipped on the device when the step is not finite."""
 
 from __future__ import annotations
 
@@ -28,6 +28,62 @@ def build_adamw(params: Iterable[nn.Parameter], config: OptimConfig) -> torch.op
         except RuntimeError as error:  # parameters on a device without a fused kernel
             log.info("fused AdamW unavailable (%s); using the default implementation", error)
     return torch.optim.AdamW(trainable, **kwargs)
+
+
+def build_optimizer(params: Iterable[nn.Parameter], config: OptimConfig) -> torch.optim.Optimizer:
+    """The optimizer `config.name` over the trainable `params`: AdamW (`build_adamw`), or `MuonWithAdamW`."""
+    if config.name == "muon":
+        return MuonWithAdamW([p for p in params if p.requires_grad], config)
+    return build_adamw(params, config)
+
+
+class MuonWithAdamW(torch.optim.Optimizer):
+    """RAEv2's optimizer (its code's "gmuon"): Muon for every 2-D parameter (linear weights, the label table),
+    AdamW for the rest (biases, norm gains, convolutions), under one learning-rate schedule.
+
+    Muon is torch's (`torch.optim.Muon`: Nesterov momentum `muon_momentum`, 5 Newton-Schulz steps, the learning
+    rate scaled by 0.2 sqrt(max(fan_out, fan_in)) to match AdamW's update RMS, as RAEv2's `adjust_lr="rms_norm"`);
+    RAEv2 uses Gram Newton-Schulz with Polar-Express coefficients instead, so its updates differ slightly. Both get
+    `config.lr` and `config.weight_decay`.
+
+    One optimizer to the training loop and its checkpoints: the param groups are Muon's then AdamW's, the state
+    is one table, and each step is both inner steps.
+    """
+
+    def __init__(self, params: list[nn.Parameter], config: OptimConfig) -> None:
+        matrices = [p for p in params if p.ndim == 2]
+        others = [p for p in params if p.ndim != 2]
+        self.muon = torch.optim.Muon(matrices, lr=config.lr, weight_decay=config.weight_decay,
+                                     momentum=config.muon_momentum, nesterov=True,
+                                     adjust_lr_fn="match_rms_adamw") if matrices else None
+        self.adamw = torch.optim.AdamW(others, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps,
+                                       weight_decay=config.weight_decay) if others else None
+        groups = [group for inner in self.inner() for group in inner.param_groups]
+        super().__init__(groups, defaults={})
+        self._share_groups_and_state()
+
+    def inner(self) -> list[torch.optim.Optimizer]:
+        return [optimizer for optimizer in (self.muon, self.adamw) if optimizer is not None]
+
+    def _share_groups_and_state(self) -> None:
+        """Point the inner optimizers at this one's param groups and state (after loading, they are new objects)."""
+        start = 0
+        for optimizer in self.inner():
+            count = len(optimizer.param_groups)
+            optimizer.param_groups = self.param_groups[start:start + count]
+            optimizer.state = self.state
+            start += count
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self._share_groups_and_state()
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for optimizer in self.inner():
+            optimizer.step()
+        return loss
 
 
 def clip_gradients(params: Iterable[nn.Parameter], max_norm: float) -> torch.Tensor:

@@ -47,7 +47,7 @@ from raedit.losses import (
 from raedit.train.config import EMAConfig, ScheduleConfig, TrainLoopConfig
 from raedit.train.ema import EMA
 from raedit.train.loop import LoopResult, Phase, StepContext, TrainLoop, steps_per_epoch
-from raedit.train.optim import build_adamw
+from raedit.train.optim import build_adamw, build_optimizer
 from raedit.train.parallel import full_state_dict, shard_like, unwrap_model, wrap_model
 from raedit.train.run_dir import RunDir
 from raedit.train.schedules import build_schedule
@@ -138,7 +138,7 @@ class DecoderTraining:
     def phases(self, num_items: int) -> list[Phase]:
         train, loss = self.config.train, self.config.loss
         per_epoch = steps_per_epoch(num_items, train, self.ctx.world_size)
-        decoder_optimizer = build_adamw(self.decoder.parameters(), train.optim)
+        decoder_optimizer = build_optimizer(self.decoder.parameters(), train.optim)
         trainable_heads = [p for p in self.discriminator.parameters() if p.requires_grad]
         disc_optimizer = build_adamw(trainable_heads, train.optim)
         return [

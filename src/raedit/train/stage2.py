@@ -33,7 +33,7 @@ from raedit.models import DiTConfig, build_model, model_config
 from raedit.train.config import EMAConfig, OptimConfig, ScheduleConfig, TrainLoopConfig
 from raedit.train.ema import EMA
 from raedit.train.loop import LoopResult, Phase, StepContext, TrainLoop, steps_per_epoch
-from raedit.train.optim import build_adamw
+from raedit.train.optim import build_optimizer
 from raedit.train.parallel import full_state_dict, shard_like, unwrap_model, wrap_model
 from raedit.train.run_dir import RunDir
 from raedit.train.schedules import build_schedule
@@ -217,7 +217,7 @@ class DiffusionTraining:
     def phase(self, num_items: int) -> Phase:
         train = self.config.train
         per_epoch = steps_per_epoch(num_items, train, self.ctx.world_size)
-        optimizer = build_adamw([p for p in self.model.parameters() if p.requires_grad], train.optim)
+        optimizer = build_optimizer([p for p in self.model.parameters() if p.requires_grad], train.optim)
         return Phase(PHASE_NAME, self.model, optimizer, self.loss,
                      build_schedule(optimizer, train.schedule, per_epoch, train.epochs),
                      EMA(self.model, train.ema.decay, self.eval_model) if train.ema.enabled else None,
