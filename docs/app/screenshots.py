@@ -46,6 +46,14 @@ def set_number(page, element_id: str, value) -> None:
     field.press("Enter")
 
 
+def press_and_shoot(page, tab: str, gallery: str, images: int, path: Path) -> None:
+    """Press the tab's button, wait for `images` images in `gallery`, then take the whole page."""
+    page.locator(f"#{tab}-button").click()
+    expect(page.locator(f"#{gallery} img")).to_have_count(images)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=path, full_page=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="docs/app")
@@ -67,26 +75,17 @@ def main() -> None:
             set_number(page, "sample-num", 40)
             page.locator("#sample-guidance label", has_text="cfg").click()
             set_number(page, "sample-scale", 2.0)
-            page.locator("#sample-button").click()
-            expect(page.locator("#sample-gallery img")).to_have_count(40)
-            page.evaluate("window.scrollTo(0, 0)")
-            page.screenshot(path=out / "sample.png", full_page=True)
+            press_and_shoot(page, "sample", "sample-gallery", 40, out / "sample.png")
 
             page.get_by_role("tab", name="Reconstruct").click()
             page.locator("#reconstruct-files input[type=file]").set_input_files(sorted(map(str, uploads.iterdir())))
-            page.locator("#reconstruct-button").click()
-            expect(page.locator("#reconstruct-gallery img")).to_have_count(4)
-            page.evaluate("window.scrollTo(0, 0)")
-            page.screenshot(path=out / "reconstruct.png", full_page=True)
+            press_and_shoot(page, "reconstruct", "reconstruct-gallery", 4, out / "reconstruct.png")
 
             page.get_by_role("tab", name="Compare").click()
             set_number(page, "compare-num", 10)
             page.locator("#compare-b-guidance label", has_text="cfg").click()
             set_number(page, "compare-b-scale", 2.0)
-            page.locator("#compare-button").click()
-            expect(page.locator("#compare-b-gallery img")).to_have_count(10)
-            page.evaluate("window.scrollTo(0, 0)")
-            page.screenshot(path=out / "compare.png", full_page=True)
+            press_and_shoot(page, "compare", "compare-b-gallery", 10, out / "compare.png")
             browser.close()
     finally:
         server.terminate()

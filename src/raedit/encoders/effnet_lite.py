@@ -311,6 +311,8 @@ class EfficientNetLiteEncoder(Encoder):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """B x 3 x H x W in [0, 1] -> tokens B x N x C, chunk by chunk (`cpu_chunks`)."""
         tokens = [self.forward_tokens(self.normalize(chunk)) for chunk in self.cpu_chunks(images)]
+        # One chunk: its tokens as they are (a transposed view, as before chunking; a contiguous copy changes
+        # the rounding of what is computed from them).
         return tokens[0] if len(tokens) == 1 else torch.cat(tokens)
 
     def forward_tokens(self, normalized: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ the batch size nor the number of processes. Rank 0 writes the ADM-style npz (`ar
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,7 +176,7 @@ class _EvaluationCounter:
 
     def __init__(self, config: SampleConfig, num: int, progress: Callable[[float], None] | None) -> None:
         per_batch = config.steps * (2 if config.sampler == "heun" else 1)
-        self.total = per_batch * -(-num // config.batch_size)
+        self.total = per_batch * math.ceil(num / config.batch_size)
         self.done = 0
         self.progress = progress
 
