@@ -1,4 +1,4 @@
-"""The transformers encoders (DINOv2, SigLIP2, MAE) on tiny random checkpoints, loaded like real weights.
+"""The transformers encoders (DINOv2, DINOv3, SigLIP2, MAE) on tiny random checkpoints, loaded like real weights.
 
 Each checkpoint gets a non-trivial weight and bias in its final LayerNorm, so every comparison below also checks
 that the encoders ignore them. `save_pretrained` writes the tensor names of the checkpoints on the hub (e.g.
@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from transformers import (
     Dinov2WithRegistersConfig,
     Dinov2WithRegistersModel,
+    DINOv3ViTConfig,
+    DINOv3ViTModel,
     PreTrainedModel,
     SiglipConfig,
     SiglipModel,
@@ -29,7 +31,8 @@ from transformers import (
 )
 
 from raedit.core.errors import RaeditError
-from raedit.encoders import build_encoder, hub
+from raedit.encoders import build_encoder, get_spec, hub
+from raedit.encoders.dinov3 import Dinov3Encoder
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -53,6 +56,11 @@ def tiny_dinov2() -> Dinov2WithRegistersModel:
     return model
 
 
+def tiny_dinov3() -> DINOv3ViTModel:
+    """DINOv3 with 4 registers (as the released checkpoints), patch 16; RoPE positions fit any input size."""
+    return DINOv3ViTModel(DINOv3ViTConfig(**TINY, patch_size=16, num_register_tokens=4))
+
+
 def tiny_siglip() -> SiglipModel:
     """A full SigLIP model (vision and text towers), stored as the real siglip2-base-patch16-256 is."""
     return SiglipModel(SiglipConfig(
@@ -72,6 +80,7 @@ def tiny_mae() -> ViTMAEForPreTraining:
 FAMILIES: dict[str, tuple[Callable[[], PreTrainedModel], Callable[[PreTrainedModel], torch.nn.LayerNorm]]] = {
     # encoder name: (tiny checkpoint, its final LayerNorm)
     "dinov2-b": (tiny_dinov2, lambda model: model.layernorm),
+    "dinov3-b": (tiny_dinov3, lambda model: model.norm),
     "siglip2-b": (tiny_siglip, lambda model: model.vision_model.post_layernorm),
     "mae-b": (tiny_mae, lambda model: model.vit.layernorm),
 }
@@ -163,6 +172,54 @@ def test_dinov2_tokens_match_manual_computation_without_cls_and_registers(checkp
     torch.testing.assert_close(tokens, expected[:, 5:], atol=1e-5, rtol=1e-4)
     assert (tokens - expected[:, :256]).abs().max() > 0.1  # the prefix really was dropped
     assert (tokens - with_affine[:, 5:]).abs().max() > 0.5  # and the checkpoint's affine really was ignored
+
+
+# ---- DINOv3 ------------------------------------------------------------------------------------------------------
+
+
+def test_dinov3_tokens_match_hidden_states_without_cls_and_registers(checkpoint_dirs: dict[str, Path]) -> None:
+    """RAEv2's encoder: 256 px -> 16 x 16 tokens, CLS and 4 registers dropped, the final norm without affine."""
+    encoder = build_encoder("dinov3-b", weights=str(checkpoint_dirs["dinov3-b"]))
+    assert (encoder.input_size, encoder.patch_size, encoder.grid, encoder.num_prefix_tokens) == (256, 16, (16, 16), 5)
+    x = images(256)
+    tokens = encoder.encode(x)
+    assert tokens.shape == (2, 256, 32)
+
+    reference = DINOv3ViTModel.from_pretrained(checkpoint_dirs["dinov3-b"]).eval()
+    with torch.no_grad():
+        output = reference(pixel_values=(x - IMAGENET_MEAN) / IMAGENET_STD, output_hidden_states=True)
+    hidden = output.hidden_states[-1]  # the last block's output, before the final norm
+    assert hidden.shape == (2, 1 + 4 + 256, 32)
+    expected = plain_layer_norm(hidden, reference.config.layer_norm_eps)
+    torch.testing.assert_close(tokens, expected[:, 5:], atol=1e-5, rtol=1e-4)
+    assert (tokens - expected[:, :256]).abs().max() > 0.1  # the prefix really was dropped
+    assert (tokens - output.last_hidden_state[:, 5:]).abs().max() > 0.5  # and the checkpoint's affine ignored
+
+
+def test_dinov3_resizes_as_raev2_bilinear_with_antialiasing(checkpoint_dirs: dict[str, Path]) -> None:
+    encoder = build_encoder("dinov3-b", weights=str(checkpoint_dirs["dinov3-b"]))
+    x = images(384, seed=5)
+    resized = F.interpolate(x, size=(256, 256), mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(encoder.encode(x), encoder.encode(resized), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(("name", "hub_id", "width"), [
+    ("dinov3-s", "facebook/dinov3-vits16-pretrain-lvd1689m", 384),
+    ("dinov3-b", "facebook/dinov3-vitb16-pretrain-lvd1689m", 768),
+    ("dinov3-l", "facebook/dinov3-vitl16-pretrain-lvd1689m", 1024),
+])
+def test_dinov3_registry(name: str, hub_id: str, width: int) -> None:
+    spec = get_spec(name)
+    assert (spec.source, spec.input_size, spec.patch_size, spec.channels, spec.grid) == (hub_id, 256, 16, width, (16, 16))
+    assert (spec.pixel_mean, spec.pixel_std) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def test_dinov3_small_with_random_weights_has_the_released_shape() -> None:
+    encoder = Dinov3Encoder.with_random_weights(get_spec("dinov3-s"))
+    config = encoder.model.config
+    assert (config.num_hidden_layers, config.num_attention_heads, config.intermediate_size) == (12, 6, 1536)
+    assert encoder.num_prefix_tokens == 5
+    assert encoder.encode(torch.rand(1, 3, 256, 256)).shape == (1, 256, 384)
 
 
 # ---- SigLIP2 -----------------------------------------------------------------------------------------------------
@@ -293,7 +350,7 @@ def test_wrong_patch_size_and_unknown_options_are_rejected(
     Dinov2WithRegistersModel(Dinov2WithRegistersConfig(**TINY, patch_size=16, image_size=96)).save_pretrained(tmp_path)
     with pytest.raises(RaeditError, match="needs patch size 14"):
         build_encoder("dinov2-b", weights=str(tmp_path))
-    with pytest.raises(RaeditError, match="takes no options, got: input_size"):
+    with pytest.raises(RaeditError, match="unknown options for encoder .mae-b.: input_size"):
         build_encoder("mae-b", weights=str(checkpoint_dirs["mae-b"]), input_size=448)
 
 

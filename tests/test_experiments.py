@@ -6,12 +6,14 @@ import math
 
 import pytest
 import torch
+from stage2_helpers import make_setup
 
 from raedit.autoencoder import RAE, AutoencoderConfig
 from raedit.cli import main
 from raedit.core.errors import RaeditError
 from raedit.data import DataConfig
 from raedit.experiments.generation import GenerationSetup, check_inputs
+from raedit.experiments.raev2 import Settings as RAEv2Settings
 from raedit.experiments.shift import DenserGrid, make_denser_space
 from raedit.jobs.cache_latents import CacheConfig, cache_latents
 from raedit.jobs.stats import latent_stats_from_cache
@@ -45,7 +47,7 @@ def results(out, name):
     record = json.loads((out / f"{name}.json").read_text())
     assert 0 <= record["wall_minutes"] < 10
     assert (out / f"{name}.png").stat().st_size > 1000
-    markdown = (out / f"{name}.md").read_text()
+    markdown = (out / f"{name}.md").read_text().split("\n## ")[0]  # the main table, before any further ones
     table = [line for line in markdown.splitlines() if line.startswith("| ")]
     assert len(table) == 2 + len(record["rows"]) and table[0] == "| " + " | ".join(record["columns"]) + " |"
     return record["rows"]
@@ -152,4 +154,53 @@ def test_an_experiment_without_arms_is_one_clear_error(latent_space, tmp_path, c
     assert main(["experiment", "shift", *setup_overrides(latent_space, tmp_path / "work"), "shifts=[]"]) == 2
     assert "shifts is empty" in capsys.readouterr().err
     assert main(["experiment", "nonsense"]) == 2
-    assert "unknown experiment 'nonsense'; known: width, shift, noise-aug, head, pixel" in capsys.readouterr().err
+    assert "unknown experiment 'nonsense'; known: width, shift, noise-aug, head, pixel, raev2" in capsys.readouterr().err
+
+
+def test_raev2_defaults_are_v1_each_option_alone_and_all_together():
+    arms = {arm.name: arm for arm in RAEv2Settings().arms}
+    assert list(arms) == ["v1", "x-prediction", "internal guidance", "Muon", "token-conditioned DiT^DH",
+                          "multi-layer latents", "all v2 options"]
+    options = [arms[name].overrides for name in ("x-prediction", "internal guidance", "Muon",
+                                                 "token-conditioned DiT^DH")]
+    assert arms["v1"].overrides == [] and all(len(option) == 1 for option in options)
+    assert arms["all v2 options"].overrides == [override for option in options for override in option]
+    assert [name for name, arm in arms.items() if arm.latents == "multi-layer"] == ["multi-layer latents",
+                                                                                    "all v2 options"]
+    assert [name for name, arm in arms.items() if arm.internal_guidance] == ["internal guidance", "all v2 options"]
+
+
+def test_raev2_scores_its_arms_along_training_and_both_decoders(tmp_path):
+    """EfficientNet-Lite0 latents (the multi-layer latent needs an encoder with blocks): 2 x 2 x 112 of 32 images;
+    v1 and everything together (x-prediction, base head and internal guidance, Muon, the token-conditioned
+    backbone, multi-layer latents)."""
+    setup = make_setup(tmp_path / "space", count=32)
+    out, work = tmp_path / "results", tmp_path / "work"
+    tiny = ["train.epochs=2", "train.micro_batch_size=16", "train.schedule.decay_start_epoch=0",
+            "train.schedule.decay_end_epoch=2", "model.depth=2", "model.width=32", "model.num_heads=2",
+            "model.head_width=112", "model.head_num_heads=2", "latent_shape=null", "preview.images=0",
+            "train.speed.compile=none"]
+    stage1 = ("stage1_overrides=[autoencoder.decoder_size=tiny, autoencoder.noise_tau=0.0, train.epochs=1, "
+              "train.micro_batch_size=16, loss.perceptual_start_epoch=1, loss.disc_start_epoch=1, "
+              "loss.gan_start_epoch=1, eval_images=8, preview_images=0, train.logging.image_every_steps=0]")
+    everything = ",".join(override for arm in RAEv2Settings().arms if arm.name == "all v2 options"
+                          for override in arm.overrides)
+    arms = (f"arms=[{{name: v1, overrides: [], equal_compute_decoder: true}}, {{name: all, overrides: "
+            f"[{everything}], latents: multi-layer, internal_guidance: true}}]")
+    assert main(["experiment", "raev2", f"setup.rae={setup['rae']}", f"setup.latents={setup['cache']}",
+                 f"setup.overrides=[{','.join(tiny)}]", "setup.samples=10", "setup.reference_images=10",
+                 "setup.batch_size=10", "setup.sampling_steps=3", f"setup.work_dir={work}", "evaluations=2",
+                 "probe_train_limit=20", "reconstruction_images=10", stage1, arms, "--out", str(out)]) == 0
+    rows = results(out, "raev2")
+    # each arm at epochs 1 and 2 (2 steps each); v1 also decoded by the last-layer decoder of equal compute
+    assert [(row[0], row[1].split(" ")[0], row[2]) for row in rows] == [
+        ("v1", "the", 2), ("v1", "last-layer", 2), ("v1", "the", 4), ("v1", "last-layer", 4),
+        ("all", "multi-layer", 2), ("all", "multi-layer", 4)]
+    assert all(math.isfinite(row[5]) and 0 <= row[6] <= 1 for row in rows)
+    record = json.loads((out / "raev2.json").read_text())
+    reconstruction = record["tables"]["Reconstruction: decoders on last-layer and multi-layer latents"]["rows"]
+    assert [row[1] for row in reconstruction] == ["effnet-lite0", "effnet-lite0[layers=8,9,10]"]
+    saved = json.loads((work / "raev2" / "all" / "model" / "model_config.json").read_text())
+    assert saved["family"] == "ditdhv2" and saved["encoder"] == "effnet-lite0[layers=8,9,10]"
+    assert (saved["model"]["prediction"], saved["model"]["base_depth"]) == ("x", 1)
+    assert "## Reconstruction" in (out / "raev2.md").read_text()

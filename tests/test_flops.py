@@ -27,6 +27,7 @@ from raedit.decoder import DecoderConfig, ViTDecoder
 from raedit.encoders import get_spec
 from raedit.encoders.base import Encoder
 from raedit.encoders.dinov2 import Dinov2Encoder
+from raedit.encoders.dinov3 import Dinov3Encoder
 from raedit.encoders.mae import MaeEncoder
 from raedit.encoders.siglip2 import Siglip2Encoder
 from raedit.models import DiTConfig, build_model, model_config
@@ -69,6 +70,7 @@ def encoder_forward_flops(encoder: Encoder, batch: int) -> int:
     ("ditdh-s", (8, 3, 5), {"head_width": 32, "head_num_heads": 2, "qk_norm": True}),  # no head projector
     ("dit-s", (8, 4, 4), {}),
     ("dit-s", (8, 3, 5), {"mlp_ratio": 2.0}),
+    ("ditdhv2-s", (8, 4, 4), {"head_width": 48, "head_num_heads": 2, "base_depth": 1}),  # base head not run
 ])
 def test_tiny_denoiser_matches_flop_counter(name: str, latent_shape: tuple[int, int, int], overrides: dict) -> None:
     torch.manual_seed(0)
@@ -76,9 +78,13 @@ def test_tiny_denoiser_matches_flop_counter(name: str, latent_shape: tuple[int, 
     assert denoiser_forward_flops(config, BATCH) == BATCH * denoiser_flops(config)
 
 
-@pytest.mark.parametrize("name", ["ditdh-xl", "dit-xl"])
-def test_full_size_denoiser_matches_flop_counter(name: str) -> None:
-    config = model_config(name, (768, 16, 16))
+@pytest.mark.parametrize("name, latent_shape, overrides", [
+    ("ditdh-xl", (768, 16, 16), {}), ("dit-xl", (768, 16, 16), {}),
+    ("ditdhv2-xl", (1024, 16, 16), {"width": 1440, "num_heads": 20, "base_depth": 8}),  # RAEv2's ImageNet model
+])
+def test_full_size_denoiser_matches_flop_counter(name: str, latent_shape: tuple[int, int, int],
+                                                 overrides: dict) -> None:
+    config = model_config(name, latent_shape, **overrides)
     with torch.device("meta"):
         assert denoiser_forward_flops(config, 1) == denoiser_flops(config)
 
@@ -152,6 +158,7 @@ FULL_SIZE_ENCODERS = {  # name, input size: the hub checkpoint's architecture
     ("dinov2-l", None): lambda: dinov2("dinov2-l", 1024, 24, 16),
     ("siglip2-b", None): lambda: siglip2(768, 12, 12, 3072),
     ("mae-b", None): lambda: mae(768, 12, 12, 3072),
+    ("dinov3-l", None): lambda: Dinov3Encoder.with_random_weights(get_spec("dinov3-l")),
 }
 
 
@@ -166,7 +173,7 @@ def test_pixel_patches_cost_nothing_and_effnet_is_not_covered() -> None:
     with pytest.raises(RaeditError, match="effnet-lite0"):
         encoder_flops("effnet-lite0")
     with pytest.raises(RaeditError, match="unknown encoder"):
-        encoder_flops("dinov3-b")
+        encoder_flops("dinov9-b")
 
 
 # ---- the paper's figures and the training step ---------------------------------------------------------------------

@@ -74,7 +74,7 @@ def test_guided_velocity_dispatch_and_errors():
     x, t = torch.randn(1, 2, 2, 2), torch.full((1,), 0.5)
     guided_velocity(model, labels, NULL)(x, t)
     assert model.calls == [(1, [1])]  # no guidance: conditional only
-    with pytest.raises(RaeditError, match="not both"):
+    with pytest.raises(RaeditError, match="AutoGuidance goes alone"):
         guided_velocity(model, labels, NULL, cfg_scale=2.0, guide=guide, ag_scale=1.5)
     with pytest.raises(RaeditError, match="needs a guide"):
         guided_velocity(model, labels, NULL, ag_scale=1.5)

@@ -124,7 +124,7 @@ def test_bad_inputs_are_one_line_errors(models, tmp_path):
         run(models, tmp_path, "x", rae=str(models["rae64"]))
     with pytest.raises(RaeditError, match="not the same latent space"):
         run(models, tmp_path, "x", guide_ckpt=str(models["other"]), ag=1.5)
-    with pytest.raises(RaeditError, match="either classifier-free guidance or AutoGuidance"):
+    with pytest.raises(RaeditError, match="AutoGuidance goes alone"):
         run(models, tmp_path, "x", guide_ckpt=str(models["guide"]), ag=1.5, cfg=2.0)
     with pytest.raises(RaeditError, match="AutoGuidance needs a guide model"):
         run(models, tmp_path, "x", ag=1.5)

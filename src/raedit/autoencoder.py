@@ -22,13 +22,14 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from raedit.core.config import Rule, above, at_least
+from raedit.core.config import Rule, above, at_least, one_of
 from raedit.core.errors import RaeditError
 from raedit.core.files import read_json, read_state_dict, save_tensors, write_json
 from raedit.core.state_dicts import check_fits, weights_of
 from raedit.core.tokens import latents_to_tokens, tokens_to_latents
 from raedit.decoder import DecoderConfig, PatchUnpatchify, ViTDecoder
 from raedit.encoders import NO_WEIGHTS, Encoder, build_encoder, decode_only_encoder, get_spec
+from raedit.encoders.base import LAYER_COMBINES
 from raedit.encoders.pixels import PixelPatchEncoder
 from raedit.interop.official_decoder import official_decoder_to_raedit
 from raedit.latent_stats import checked_stats, load_latent_stats
@@ -40,16 +41,34 @@ NOISE_DISTRIBUTIONS = ("uniform", "halfnormal")
 UNPATCHIFY = "unpatchify"  # decoder_size of the parameter-free inverse of a pixels-* encoder
 
 
+def latent_space_name(encoder: str, layers: list[int] | None = None, layer_combine: str = "mean") -> str:
+    """`encoder`, or for a multi-layer latent RAEv2's style of name: "dinov3-l[layers=11,13,15]" (their mean),
+    "dinov3-l[layers=11,13,15;sum]"."""
+    if layers is None:
+        return encoder
+    return f"{encoder}[layers={','.join(map(str, layers))}{'' if layer_combine == 'mean' else ';' + layer_combine}]"
+
+
+def _saved_latent_space(config: dict) -> str:
+    """`latent_space_name` of a saved RAE's config (saved before multi-layer latents: the encoder's name)."""
+    return latent_space_name(config["encoder"], config.get("encoder_layers"),
+                             config.get("encoder_layer_combine", "mean"))
+
+
 @dataclass
 class AutoencoderConfig:
     """What an RAE is made of. Keys are the YAML keys under `autoencoder:`."""
 
     VALID: ClassVar[dict[str, Rule]] = {"encoder_input_size": at_least(1), "decoder_patch_size": at_least(1),
-                                        "stats_eps": above(0)}
+                                        "stats_eps": above(0), "encoder_layer_combine": one_of(LAYER_COMBINES)}
 
     encoder: str = "dinov2-b"
     encoder_weights: str | None = None  # hub id or local directory / file; None: the registry's source
     encoder_input_size: int | None = None  # only for encoders with a free input size (EfficientNet-Lite)
+    # RAEv2's multi-layer latent: the encoder blocks (0-based) whose tokens are combined, by their "mean" (RAEv2's)
+    # or "sum", plus the deepest block's spatial mean (`raedit.encoders.base.combine_layers`); None: the last block.
+    encoder_layers: list[int] | None = None
+    encoder_layer_combine: str = "mean"
     decoder_size: str = "XL"  # a ViT decoder size (`decoder_architecture`), or "unpatchify" (pixels-* encoders)
     decoder_patch_size: int = 16  # 16: 256 px from 16 x 16 tokens; 32: 512 px (Sec. 6.1)
     stats: str | None = None  # latent statistics file; None: no normalization
@@ -69,13 +88,21 @@ class AutoencoderConfig:
         if self.noise_tau < 0:
             raise RaeditError(f"noise_tau must be >= 0, got {self.noise_tau}")
 
+    @property
+    def latent_space(self) -> str:
+        """The encoder's name, with its layers when several are combined: what tells latent caches, statistics and
+        denoisers of different latents apart (`latent_space_name`)."""
+        return latent_space_name(self.encoder, self.encoder_layers, self.encoder_layer_combine)
+
     def build_encoder(self, decode_only: bool = False, channels: int | None = None) -> Encoder:
-        """The frozen encoder this config names, at its input size. decode_only: without its weights (its shape
-        and pixel normalization only, enough to decode; `channels` wide, default the registry's), unless it has
-        none to load."""
+        """The frozen encoder this config names, at its input size and with its `encoder_layers`. decode_only:
+        without its weights (its shape and pixel normalization only, enough to decode; `channels` wide, default the
+        registry's; the layers don't change those), unless it has none to load."""
         if decode_only and get_spec(self.encoder).source != NO_WEIGHTS:
             return decode_only_encoder(self.encoder, self.encoder_input_size, channels)
         options = {"input_size": self.encoder_input_size} if self.encoder_input_size else {}
+        if self.encoder_layers is not None:
+            options.update(layers=self.encoder_layers, layer_combine=self.encoder_layer_combine)
         return build_encoder(self.encoder, self.encoder_weights, **options)
 
 
@@ -264,12 +291,13 @@ def saved_latent_stats(directory: str | Path) -> tuple[torch.Tensor, torch.Tenso
 def store_latent_stats(directory: str | Path, mean: torch.Tensor, var: torch.Tensor,
                        encoder: str | None = None) -> None:
     """Make `mean` and `var` (C x h x w) the latent statistics of the RAE saved in `directory`, replacing any it
-    had; its encoder is not loaded. `encoder`: the encoder they were computed with, checked against the RAE's."""
+    had; its encoder is not loaded. `encoder`: the latent space they were computed in (`AutoencoderConfig.
+    latent_space`), checked against the RAE's."""
     config_path, weights_path = saved_rae_files(directory)
     config = read_json(config_path, "RAE config")
-    if encoder is not None and encoder != config["encoder"]:
+    if encoder is not None and encoder != _saved_latent_space(config):
         raise RaeditError(f"latent statistics of encoder '{encoder}' cannot go into the RAE in {config_path.parent}, "
-                          f"whose encoder is '{config['encoder']}'")
+                          f"whose encoder is '{_saved_latent_space(config)}'")
     latent_shape = tuple(config["latent_shape"])
     if tuple(mean.shape) != latent_shape or tuple(var.shape) != latent_shape:
         raise RaeditError(f"latent statistics of shape {tuple(mean.shape)} do not fit the latents {latent_shape} of "
@@ -283,6 +311,6 @@ def store_latent_stats(directory: str | Path, mean: torch.Tensor, var: torch.Ten
 def adopt_trained_decoder(rae_dir: str | Path, trained_dir: str | Path) -> None:
     """Make the RAE saved in `rae_dir` (a latent space: its statistics) decode with the decoder stage 1 saved in
     `trained_dir` (trained on raw latents): the trained RAE takes `rae_dir`'s statistics and is copied over it."""
-    encoder = read_json(saved_rae_files(rae_dir)[0], "RAE config")["encoder"]
+    encoder = _saved_latent_space(read_json(saved_rae_files(rae_dir)[0], "RAE config"))
     store_latent_stats(trained_dir, *saved_latent_stats(rae_dir), encoder)
     shutil.copytree(trained_dir, rae_dir, dirs_exist_ok=True)

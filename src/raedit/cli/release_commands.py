@@ -17,6 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imported.add_argument("--denoiser", help="a released stage-2 model, e.g. DiTs/.../DiTDH-XL/stage2_model.pt")
     imported.add_argument("--guide", help="its AutoGuidance guide, e.g. DiTs/.../DiTDH-S_ep14/stage2_model.pt")
     imported.add_argument("--encoder", help="the decoder's encoder (default: read off the release path)")
+    imported.add_argument("--encoder-layers", type=int, nargs="+", metavar="BLOCK",
+                          help="the blocks of a multi-layer latent (RAEv2; default: read off a RAEv2 release path "
+                               "such as .../dinov3l-k7/decoder.pt)")
     imported.add_argument("--decoder-heads", type=int,
                           help="attention heads of a decoder of no named size (they leave no trace in the weights)")
     imported.set_defaults(func=run_import_official)
@@ -47,7 +50,7 @@ def run_import_official(args: argparse.Namespace) -> int:
     from raedit.jobs.import_official import import_official
 
     written = import_official(args.out, args.decoder, args.stats, args.denoiser, args.guide, args.encoder,
-                              args.decoder_heads)
+                              args.decoder_heads, args.encoder_layers)
     for name, directory in written.items():
         print(f"{name}: {directory}")
     return 0

@@ -1,5 +1,6 @@
 """Flow matching on RAE latents (Sec. 4, Appx. J): the linear interpolant, training-time distributions, the
-dimension-dependent time shift (Sec. 4.2) and the velocity loss.
+dimension-dependent time shift (Sec. 4.2) and the velocity loss (with RAEv2's x-prediction target and base-head
+term as options).
 
 Convention: t = 0 is data, t = 1 is noise.
 """
@@ -14,6 +15,7 @@ import torch
 from torch import Tensor
 
 from raedit.core.errors import RaeditError
+from raedit.models.predictions import velocity_from_x
 
 # Sec. 4.2: the base dimension of the shift (n = 4096, as in Esser et al. 2024).
 SHIFT_BASE_DIM = 4096
@@ -82,6 +84,13 @@ class TimeDistribution:
         return torch.sigmoid(self.mu + self.sigma * z).clamp(max=self.t_max)
 
 
+def x_prediction_velocity_target(x: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+    """RAEv2's training target for an x-predicting model: (x_t - x) / max(t, t_min), the velocity its conversion
+    (`raedit.models.predictions.velocity_from_x`) gives for a perfect x. It is eps - x for t >= t_min; below, the
+    target shrinks with t, as the model's velocity does. MSE on it is an x-MSE weighted by 1 / max(t, t_min)^2."""
+    return velocity_from_x(x, x_t, t)
+
+
 def flow_matching_loss(
     model: VelocityModel,
     x: Tensor,
@@ -89,12 +98,22 @@ def flow_matching_loss(
     time_distribution: TimeDistribution,
     alpha: float,
     generator: torch.Generator | None = None,
+    prediction: str = "velocity",
+    base_loss_weight: float | None = None,
 ) -> Tensor:
     """Sec. 4: unweighted MSE between model(x_t, t', y) and eps - x, with t' the shifted training time.
 
     x: clean latents (B, C, h, w); labels: (B,); alpha: the shift (see `shift_alpha`). Returns a scalar.
+    prediction: the model's parametrization; for "x" (RAEv2) the target is `x_prediction_velocity_target`.
+    base_loss_weight: RAEv2's internal guidance: the model's base head learns the same target, its MSE added with
+    this weight (the model is called with `with_base=True`).
     """
     t = shift_time(time_distribution.sample(x.shape[0], x.device, generator), alpha)  # fp32 even for bf16 x
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    prediction = model(interpolate(x, noise, t).to(x.dtype), t, labels)
-    return (prediction.float() - velocity_target(x, noise).float()).pow(2).mean()
+    x_t = interpolate(x, noise, t).to(x.dtype)
+    target = velocity_target(x, noise) if prediction == "velocity" else x_prediction_velocity_target(x, x_t, t)
+    target = target.float()
+    if base_loss_weight is None:
+        return (model(x_t, t, labels).float() - target).pow(2).mean()
+    full, base = model(x_t, t, labels, with_base=True)
+    return (full.float() - target).pow(2).mean() + base_loss_weight * (base.float() - target).pow(2).mean()

@@ -1,7 +1,10 @@
-"""Guidance (Appx. I): classifier-free guidance on a time interval, and AutoGuidance by a weaker model.
+"""Guidance (Appx. I): classifier-free guidance on a time interval, AutoGuidance by a weaker model, and RAEv2's
+internal guidance by the model's own base head (arXiv 2605.18324, Sec. 2.3).
 
 Each function turns class-conditional models (x (B, ...), t (B,), labels (B,)) -> velocity into the velocity
-function v(x, t) that the samplers integrate.
+function v(x, t) that the samplers integrate. Guidance acts on velocities: for an x-predicting model (RAEv2) the
+velocity is affine in x_hat with the same x_t and t (`raedit.models.predictions`), so guiding the velocities is
+guiding the x predictions, as RAEv2's code does.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ ClassConditionalModel = Callable[[Tensor, Tensor, Tensor], Tensor]
 def in_precision(model: ClassConditionalModel, device_type: str, bf16: bool) -> ClassConditionalModel:
     """`model` run in fp32, or under a bf16 autocast with `bf16`; its velocity is returned in fp32 either way, so the
     sampler integrates in fp32 (bf16 moves FIDs by tenths: use fp32 for final numbers)."""
-    def forward(x: Tensor, t: Tensor, labels: Tensor) -> Tensor:
+    def forward(x: Tensor, t: Tensor, labels: Tensor, **options: bool) -> Tensor | tuple[Tensor, ...]:
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
-            return model(x, t, labels).float()
+            output = model(x, t, labels, **options)
+        return tuple(part.float() for part in output) if isinstance(output, tuple) else output.float()
     return forward
 
 
@@ -100,6 +104,52 @@ def auto_guidance(
     return velocity
 
 
+def _guide_by_base(full: Tensor, base: Tensor, t: Tensor, scale: float, interval: tuple[float, float]) -> Tensor:
+    """RAEv2: v_base + scale * (v_full - v_base) for t in the interval, v_full elsewhere."""
+    return torch.where(_inside(t, interval, full.dim()), base + scale * (full - base), full)
+
+
+def internal_guidance(
+    model: ClassConditionalModel,
+    labels: Tensor,
+    scale: float,
+    interval: tuple[float, float] = (0.0, 1.0),
+) -> VelocityFn:
+    """Internal guidance (RAEv2, Sec. 2.3; Zhou et al. 2025): v = v_base + scale * (v_full - v_base) for t in
+    [t_min, t_max], v_full elsewhere, where v_base is the model's own base head (an early exit trained on the same
+    target). One forward of the conditional batch gives both, so it costs no second model and no null batch.
+    RAEv2's ImageNet setting: scale 1.78 on [0.1, 1]."""
+    interval = _check_interval(interval)
+
+    def velocity(x: Tensor, t: Tensor) -> Tensor:
+        full, base = model(x, t, labels, with_base=True)
+        return _guide_by_base(full, base, t, scale, interval)
+
+    return velocity
+
+
+def internal_and_classifier_free_guidance(
+    model: ClassConditionalModel,
+    labels: Tensor,
+    null_label: int,
+    ig_scale: float,
+    ig_interval: tuple[float, float],
+    cfg_scale: float,
+    cfg_interval: tuple[float, float],
+) -> VelocityFn:
+    """RAEv2's combination: internal guidance on the conditional and the unconditional branch alike (one batched
+    forward of 2B), then CFG between the two guided velocities on its own interval."""
+    ig_interval, cfg_interval = _check_interval(ig_interval), _check_interval(cfg_interval)
+    null_labels = torch.full_like(labels, null_label)
+
+    def velocity(x: Tensor, t: Tensor) -> Tensor:
+        full, base = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null_labels]), with_base=True)
+        v_cond, v_uncond = _guide_by_base(full, base, torch.cat([t, t]), ig_scale, ig_interval).chunk(2)
+        return torch.where(_inside(t, cfg_interval, x.dim()), v_uncond + cfg_scale * (v_cond - v_uncond), v_cond)
+
+    return velocity
+
+
 def guided_velocity(
     model: ClassConditionalModel,
     labels: Tensor,
@@ -108,17 +158,26 @@ def guided_velocity(
     cfg_interval: tuple[float, float] = (0.0, 1.0),
     guide: ClassConditionalModel | None = None,
     ag_scale: float = 1.0,
+    ig_scale: float = 1.0,
+    ig_interval: tuple[float, float] = (0.0, 1.0),
 ) -> VelocityFn:
-    """The velocity function for sampling settings: AutoGuidance when a guide is given, else CFG (scale 1 = none).
+    """The velocity function for sampling settings: AutoGuidance when a guide is given, else CFG and/or internal
+    guidance (scale 1 = none).
 
-    CFG and AutoGuidance together are refused: the paper uses one or the other.
+    CFG and AutoGuidance together are refused: the paper uses one or the other; AutoGuidance with internal guidance
+    too (both guide by a weaker prediction; RAEv2 does not combine them).
     """
     if guide is not None:
-        if cfg_scale != 1.0:
-            raise RaeditError("use either classifier-free guidance or AutoGuidance, not both")
+        if cfg_scale != 1.0 or ig_scale != 1.0:
+            raise RaeditError("AutoGuidance goes alone: not with classifier-free or internal guidance")
         return auto_guidance(model, guide, labels, ag_scale, cfg_interval)
     if ag_scale != 1.0:
         raise RaeditError("AutoGuidance needs a guide model")
+    if ig_scale != 1.0:
+        if cfg_scale == 1.0:
+            return internal_guidance(model, labels, ig_scale, ig_interval)
+        return internal_and_classifier_free_guidance(model, labels, null_label, ig_scale, ig_interval, cfg_scale,
+                                                     cfg_interval)
     if cfg_scale == 1.0:
         return conditional(model, labels)
     return classifier_free_guidance(model, labels, null_label, cfg_scale, cfg_interval)

@@ -21,6 +21,13 @@ ENCODERS: dict[str, EncoderSpec] = {
                     "facebook/dinov2-with-registers-base", 224, 14, 768, IMAGENET_MEAN, IMAGENET_STD),
         EncoderSpec("dinov2-l", "raedit.encoders.dinov2:Dinov2Encoder",
                     "facebook/dinov2-with-registers-large", 224, 14, 1024, IMAGENET_MEAN, IMAGENET_STD),
+        # RAEv2 (arXiv 2605.18324): DINOv3 at 256 px, 16 x 16 tokens.
+        EncoderSpec("dinov3-s", "raedit.encoders.dinov3:Dinov3Encoder",
+                    "facebook/dinov3-vits16-pretrain-lvd1689m", 256, 16, 384, IMAGENET_MEAN, IMAGENET_STD),
+        EncoderSpec("dinov3-b", "raedit.encoders.dinov3:Dinov3Encoder",
+                    "facebook/dinov3-vitb16-pretrain-lvd1689m", 256, 16, 768, IMAGENET_MEAN, IMAGENET_STD),
+        EncoderSpec("dinov3-l", "raedit.encoders.dinov3:Dinov3Encoder",
+                    "facebook/dinov3-vitl16-pretrain-lvd1689m", 256, 16, 1024, IMAGENET_MEAN, IMAGENET_STD),
         EncoderSpec("siglip2-b", "raedit.encoders.siglip2:Siglip2Encoder",
                     "google/siglip2-base-patch16-256", 256, 16, 768, HALF, HALF),
         EncoderSpec("mae-b", "raedit.encoders.mae:MaeEncoder",
@@ -47,7 +54,8 @@ def get_spec(name: str) -> EncoderSpec:
 def build_encoder(name: str, weights: str | None = None, **kwargs) -> Encoder:
     """Build the frozen encoder `name`, with weights from `weights` (a hub id or local directory) when given.
 
-    Keyword arguments go to the family (e.g. `input_size` for EfficientNet-Lite).
+    Keyword arguments go to the family (e.g. `input_size` for EfficientNet-Lite; `layers` and `layer_combine`, RAEv2's
+    multi-layer latent, for the transformers ViTs and EfficientNet-Lite).
     """
     spec = get_spec(name)
     encoder = spec.family.from_weights(spec, weights or spec.source, **kwargs)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from itertools import pairwise
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -79,13 +81,62 @@ class Encoder(nn.Module, ABC):
         return super().train(False)
 
 
+LAYER_COMBINES = ("mean", "sum")
+
+
+def checked_layers(name: str, layers: list[int] | None, valid: range) -> list[int] | None:
+    """`layers` as a list, when it is a non-empty, strictly increasing list of indices in `valid`; else a RaeditError.
+
+    Increasing, so that the last listed block is the deepest one, as in RAEv2's code (`combine_layers`)."""
+    if layers is None:
+        return None
+    layers = list(layers)
+    if not layers or any(isinstance(index, bool) or not isinstance(index, int) or index not in valid
+                         for index in layers) or any(a >= b for a, b in pairwise(layers)):
+        raise RaeditError(f"{name}: layers must be strictly increasing block indices in {valid.start}.."
+                          f"{valid.stop - 1}, got {layers!r}")
+    return layers
+
+
+def check_layer_combine(name: str, layer_combine: str) -> None:
+    if layer_combine not in LAYER_COMBINES:
+        raise RaeditError(f"{name}: unknown layer_combine {layer_combine!r}; use one of {', '.join(LAYER_COMBINES)}")
+
+
+def combine_layers(per_layer: list[torch.Tensor], layer_combine: str) -> torch.Tensor:
+    """RAEv2's multi-layer latent (arXiv 2605.18324), as its code's `DINOv3MultiLayerSimpleAddEncoder` computes it.
+
+    per_layer: the chosen blocks' tokens, each B x N x C, shallowest first. Returns their mean ("mean", RAEv2's) or
+    sum ("sum") over the blocks, plus the last (deepest) block's per-image mean over its N tokens (B x 1 x C, the
+    same tokens as they entered the mean, nothing renormalized), added to every token. RAEv2's code adds that
+    spatial mean for any number of blocks, one included; its K=1 latent is the plain encoder (`layers` None).
+    The paper's text calls the combination a sum, its code takes the mean; its DINOv2 variant adds no spatial mean
+    and its EUPE variant sums without one, neither of which is reproduced here.
+    """
+    stacked = torch.stack(per_layer)
+    combined = stacked.mean(dim=0) if layer_combine == "mean" else stacked.sum(dim=0)
+    return combined + per_layer[-1].mean(dim=1, keepdim=True)
+
+
 class TransformersViTEncoder(Encoder):
     """A transformers ViT whose tokens go through its final LayerNorm without the affine weight and bias
     (Sec. 3, as the official release): the model's own final norm (attribute `final_norm`) is replaced by an
     identity, and `final_norm_without_affine` applies the plain normalization, so every token has zero mean and
-    unit variance over channels."""
+    unit variance over channels.
 
-    def __init__(self, spec: EncoderSpec, model: nn.Module, final_norm: str, input_size: int | None = None) -> None:
+    `layers` (0-based block indices, strictly increasing; None: the last block only) makes the latent RAEv2's
+    combination of several blocks (`combine_layers`): each block's patch tokens through the same non-affine
+    LayerNorm, then their mean ("mean") or sum ("sum", `layer_combine`), plus the deepest block's spatial mean.
+    The block outputs are the model's `hidden_states` (index 0: the embeddings; index i + 1: block i's output).
+    RAEv2's SigLIP2 variant normalizes with `post_layernorm`'s affine kept; here every family uses the non-affine
+    norm of its single-layer latent. A family sets `num_prefix_tokens` (CLS and register tokens before the patch
+    tokens) and implements `run_model`.
+    """
+
+    num_prefix_tokens: int = 0
+
+    def __init__(self, spec: EncoderSpec, model: nn.Module, final_norm: str, input_size: int | None = None,
+                 layers: list[int] | None = None, layer_combine: str = "mean") -> None:
         super().__init__(spec.pixel_mean, spec.pixel_std)
         self.name = spec.name
         self.input_size = input_size or spec.input_size
@@ -95,12 +146,30 @@ class TransformersViTEncoder(Encoder):
         self.patch_size = spec.patch_size
         self.channels = model.config.hidden_size
         self.final_norm_eps = model.config.layer_norm_eps
+        self.layers = checked_layers(spec.name, layers, range(model.config.num_hidden_layers))
+        check_layer_combine(spec.name, layer_combine)
+        self.layer_combine = layer_combine
         setattr(model, final_norm, nn.Identity())  # last_hidden_state is then the last block's output
         self.model = model
+
+    @abstractmethod
+    def run_model(self, normalized: torch.Tensor, **kwargs) -> Any:
+        """The model's output for normalized B x 3 x input_size x input_size (`kwargs` go to the model)."""
 
     def final_norm_without_affine(self, tokens: torch.Tensor) -> torch.Tensor:
         """B x N x C -> the same, LayerNorm over channels without affine weight and bias."""
         return F.layer_norm(tokens, (self.channels,), eps=self.final_norm_eps)
+
+    def forward_tokens(self, normalized: torch.Tensor) -> torch.Tensor:
+        """Normalized B x 3 x input_size x input_size -> B x N x C patch tokens, LayerNorm without affine (of the
+        last block, or the `layers` combined)."""
+        if self.layers is None:
+            hidden = self.run_model(normalized).last_hidden_state
+            return self.final_norm_without_affine(hidden[:, self.num_prefix_tokens:])
+        hidden_states = self.run_model(normalized, output_hidden_states=True).hidden_states
+        per_layer = [self.final_norm_without_affine(hidden_states[index + 1][:, self.num_prefix_tokens:])
+                     for index in self.layers]
+        return combine_layers(per_layer, self.layer_combine)
 
 
 class DecodeOnlyEncoder(Encoder):

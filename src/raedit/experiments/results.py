@@ -35,15 +35,21 @@ def write_results(out: Path, name: str, title: str, summary: str, columns: list[
 
 
 def render_markdown(record: dict) -> str:
-    """The page of a results record: title, summary, command, the table and the plot."""
-    columns = record["columns"]
+    """The page of a results record: title, summary, command, the table, any further `tables` (title ->
+    {"columns", "rows"}) and the plot."""
     wall = f"; {record['wall_minutes']} min" if "wall_minutes" in record else ""
     lines = [f"# {record['title']}", "", record["summary"], "",
-             f"Command: `{record['command']}` ({record['date']}, {record['machine']}{wall})",
-             "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in record["rows"]]
+             f"Command: `{record['command']}` ({record['date']}, {record['machine']}{wall})", ""]
+    lines += _table(record["columns"], record["rows"])
+    for title, table in record.get("tables", {}).items():
+        lines += ["", f"## {title}", "", *_table(table["columns"], table["rows"])]
     lines += ["", f"![{record['experiment']}]({record['experiment']}.png)", ""]
     return "\n".join(lines)
+
+
+def _table(columns: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns),
+            *("| " + " | ".join(_cell(value) for value in row) + " |" for row in rows)]
 
 
 def _cell(value) -> str:
@@ -69,6 +75,28 @@ def bar_plot(path: Path, groups: dict[str, list[float]], labels: list[str], ylab
     axis.set(ylabel=ylabel, title=title)
     if len(groups) > 1:
         axis.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def line_plots(path: Path, curves: dict[str, list[tuple[float, ...]]], xlabel: str, ylabels: list[str],
+               title: str) -> None:
+    """One panel per y label; in each, one line per curve through its points (x, y_1, y_2, ...)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(ylabels), figsize=(5.2 * len(ylabels), 4.2), squeeze=False)
+    for panel, (axis, ylabel) in enumerate(zip(axes[0], ylabels)):
+        for label, points in curves.items():
+            axis.plot([point[0] for point in points], [point[panel + 1] for point in points], marker="o",
+                      label=label)
+        axis.set(xlabel=xlabel, ylabel=ylabel)
+    axes[0][0].legend(fontsize=7)
+    figure.suptitle(title)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)

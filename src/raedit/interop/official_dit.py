@@ -14,6 +14,7 @@ import torch
 from raedit.core.errors import RaeditError
 from raedit.core.files import read_state_dict
 from raedit.core.state_dicts import check_fits, rename_key, weights_of
+from raedit.interop.raev2_dit import is_raev2_denoiser, raev2_model_config, raev2_to_raedit
 from raedit.models import DiTConfig, DiTDHConfig, build_model
 from raedit.models.blocks import swiglu_hidden_dim
 
@@ -133,11 +134,16 @@ def official_denoiser_to_raedit(state_dict: dict[str, torch.Tensor]) -> dict[str
 
 def read_official_denoiser(path: str | Path) -> tuple[DiTConfig, dict[str, torch.Tensor]]:
     """The architecture and raedit-named weights of a released stage-2 checkpoint (`stage2_model.pt`, or any
-    official training checkpoint): the `ema` entry or the bare state dict, read with `weights_only=True`, wrapper
-    prefixes stripped, every key and shape checked against the architecture the shapes describe."""
+    official training checkpoint; or RAEv2's `checkpoint.pt`, `raedit.interop.raev2_dit`): the `ema` entry or the
+    bare state dict, read with `weights_only=True`, wrapper prefixes stripped, every key and shape checked against
+    the architecture the shapes describe."""
     state = weights_of(read_state_dict(path, "official denoiser weights"), str(path))
-    config = official_model_config(state)
-    weights = official_denoiser_to_raedit(state)
+    if is_raev2_denoiser(state):
+        config = raev2_model_config(state)
+        weights = raev2_to_raedit(state, config.depth)
+    else:
+        config = official_model_config(state)
+        weights = official_denoiser_to_raedit(state)
     with torch.device("meta"):
         expected = build_model(config).state_dict()
     check_fits(expected, weights, f"the official denoiser {path}")

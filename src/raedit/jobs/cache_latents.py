@@ -86,7 +86,7 @@ def cache_latents(config: CacheConfig) -> Path:
             with safe_open(str(shard_path(directory, k)), "pt") as handle:
                 shards.append({"file": shard_path(directory, k).name, "count": handle.get_slice("labels").get_shape()[0]})
         description = {
-            "encoder": config.autoencoder.encoder, "latent_shape": [encoder.channels, *encoder.grid],
+            "encoder": config.autoencoder.latent_space, "latent_shape": [encoder.channels, *encoder.grid],
             "dtype": config.dtype, "hflip": config.hflip, "data": asdict(config.data), "shards": shards,
             "count": sum(s["count"] for s in shards), "num_classes": _num_classes(dataset),
         }
@@ -101,7 +101,8 @@ def claim_cache_directory(directory: Path, config: CacheConfig, is_main: bool) -
     or shards of unknown origin, before anything is written."""
     encoder = config.autoencoder
     content = json.loads(json.dumps({  # as the description file holds it
-        "encoder": [encoder.encoder, encoder.encoder_weights, encoder.encoder_input_size],
+        "encoder": [encoder.encoder, encoder.encoder_weights, encoder.encoder_input_size]
+        + ([encoder.encoder_layers, encoder.encoder_layer_combine] if encoder.encoder_layers is not None else []),
         **{key: value for key, value in asdict(config).items() if key in CONTENT_KEYS}}))
     description = directory / DESCRIPTION
     if description.is_file():

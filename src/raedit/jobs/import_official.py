@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from raedit.core.files import read_state_dict
 from raedit.core.state_dicts import weights_of
 from raedit.diffusion.denoiser_io import official_denoiser_info, save_denoiser
 from raedit.encoders import ENCODERS, get_spec
+from raedit.encoders.spec import RAEV2_LAYER_SETS
 from raedit.interop.official_decoder import official_decoder_config
 from raedit.interop.official_dit import read_official_denoiser
 from raedit.jobs.releases import PRESETS, RELEASE_REPO
@@ -33,6 +35,19 @@ logger = logging.getLogger(__name__)
 RAE_DIR, DENOISER_DIR, GUIDE_DIR = "rae", "denoiser", "guide"
 # The encoder families a release path names (decoders/<family>/..., stats/<family>/...).
 PATH_FAMILIES = ("dinov2", "siglip2", "mae")
+RAEV2_PATH = re.compile(r"^dinov3l-k(\d+)$")  # RAEv2's release folders: stage1/{imagenet,general}/dinov3l-k7/
+
+
+def raev2_layers(path: str | Path) -> tuple[str, list[int] | None] | None:
+    """The encoder and layer set a RAEv2 release path names (`.../dinov3l-k7/decoder.pt`), or None."""
+    for part in Path(path).parts:
+        match = RAEV2_PATH.match(part.lower())
+        if match:
+            if int(match.group(1)) not in RAEV2_LAYER_SETS:
+                raise RaeditError(f"{path}: RAEv2 released K = {', '.join(map(str, RAEV2_LAYER_SETS))}, not "
+                                  f"K = {match.group(1)}: give --encoder and --encoder-layers")
+            return "dinov3-l", RAEV2_LAYER_SETS[int(match.group(1))]
+    return None
 
 
 def infer_encoder(channels: int, path: str | Path) -> str:
@@ -61,10 +76,14 @@ def read_official_stats(path: str | Path, latent_shape: tuple[int, int, int]) ->
 
 
 def import_rae(decoder: str | Path, stats: str | Path, out: str | Path, encoder: str | None = None,
-               decoder_heads: int | None = None) -> Path:
-    """A saved RAE in `out` from a released decoder `model.pt` and its `stat.pt`; returns `out`."""
+               decoder_heads: int | None = None, encoder_layers: list[int] | None = None) -> Path:
+    """A saved RAE in `out` from a released decoder `model.pt` and its `stat.pt` (or RAEv2's `decoder.pt` and
+    `stats.pt`: the same layouts, on the multi-layer latent its path names, `raev2_layers`); returns `out`."""
     state = weights_of(read_state_dict(decoder, "official decoder weights"), str(decoder))
     decoder_config = official_decoder_config(state, decoder_heads)
+    raev2 = raev2_layers(decoder) if encoder is None and encoder_layers is None else None
+    if raev2 is not None:
+        encoder, encoder_layers = raev2
     encoder = encoder or infer_encoder(decoder_config.in_channels, decoder)
     spec = get_spec(encoder)
     if spec.channels != decoder_config.in_channels:
@@ -73,6 +92,7 @@ def import_rae(decoder: str | Path, stats: str | Path, out: str | Path, encoder:
     input_size = decoder_config.grid[0] * spec.patch_size  # e.g. 32 x 32 DINOv2 tokens: 448 px (the 512 px model)
     config = AutoencoderConfig(encoder=encoder,
                                encoder_input_size=None if input_size == spec.input_size else input_size,
+                               encoder_layers=encoder_layers,
                                decoder_size=decoder_config.size, decoder_patch_size=decoder_config.patch_size)
     rae = RAE(config, config.build_encoder(decode_only=True))
     rae.load_decoder_state_dict(state, str(decoder))
@@ -90,7 +110,7 @@ def import_denoiser(path: str | Path, rae_dir: str | Path, out: str | Path) -> P
         raise RaeditError(f"the denoiser {path} models latents {config.latent_shape}, the RAE in {rae_dir} "
                           f"gives {rae.latent_shape}")
     info = dataclasses.replace(official_denoiser_info(config), rae=str(Path(rae_dir).resolve()),
-                               encoder=rae.config.encoder)
+                               encoder=rae.config.latent_space)
     save_denoiser(out, weights, info)
     logger.info("denoiser: %s (%s, depth %d, width %d) -> %s", path, type(config).__name__, config.depth,
                 config.width, out)
@@ -99,13 +119,13 @@ def import_denoiser(path: str | Path, rae_dir: str | Path, out: str | Path) -> P
 
 def import_official(out: str | Path, decoder: str | Path, stats: str | Path, denoiser: str | Path | None = None,
                     guide: str | Path | None = None, encoder: str | None = None,
-                    decoder_heads: int | None = None) -> dict[str, Path]:
+                    decoder_heads: int | None = None, encoder_layers: list[int] | None = None) -> dict[str, Path]:
     """Import a released decoder + statistics, and optionally a denoiser and its guide, into `out`
     (`out/rae`, `out/denoiser`, `out/guide`); returns the directories written by name."""
     if guide is not None and denoiser is None:
         raise RaeditError("a guide needs the denoiser it guides: give --denoiser too")
     out = Path(out)
-    written = {RAE_DIR: import_rae(decoder, stats, out / RAE_DIR, encoder, decoder_heads)}
+    written = {RAE_DIR: import_rae(decoder, stats, out / RAE_DIR, encoder, decoder_heads, encoder_layers)}
     for name, path in ((DENOISER_DIR, denoiser), (GUIDE_DIR, guide)):
         if path is not None:
             written[name] = import_denoiser(path, written[RAE_DIR], out / name)

@@ -46,8 +46,8 @@ class SampleConfig:
 
     VALID: ClassVar[dict[str, Rule]] = {
         "num": at_least(1), "label_sampling": one_of(LABEL_SAMPLING), "steps": at_least(1),
-        "sampler": one_of(SAMPLERS), "cfg": at_least(0), "ag": at_least(0), "grid_images": at_least(0),
-        "batch_size": at_least(1), "t_end": in_range(0, 1, high_open=True), "rounding": one_of(ROUNDINGS),
+        "sampler": one_of(SAMPLERS), "cfg": at_least(0), "ag": at_least(0), "ig": at_least(0),
+        "grid_images": at_least(0), "batch_size": at_least(1), "t_end": in_range(0, 1, high_open=True), "rounding": one_of(ROUNDINGS),
         "attention": one_of(ATTENTION_BACKENDS), "compile": one_of(COMPILE_MODES)}
 
     ckpt: str = field(metadata=_option(
@@ -64,6 +64,11 @@ class SampleConfig:
     cfg_interval: tuple[float, float] = field(
         default=(0.0, 1.0), metadata=_option("apply guidance only for t in [T_MIN, T_MAX]", metavar=("T_MIN", "T_MAX")))
     ag: float = field(default=1.0, metadata=_option("AutoGuidance scale (needs --guide-ckpt)"))
+    ig: float = field(default=1.0, metadata=_option(
+        "RAEv2's internal guidance scale (1: none; needs a model trained with a base head, model.base_depth)"))
+    ig_interval: tuple[float, float] = field(
+        default=(0.0, 1.0), metadata=_option("apply internal guidance only for t in [T_MIN, T_MAX]",
+                                             metavar=("T_MIN", "T_MAX")))
     out: str = field(default="samples.npz", metadata=_option("ADM-style npz (arr_0: N x H x W x 3 uint8, labels)"))
     grid: str | None = field(default="grid.png", metadata=_option("PNG grid of the first samples ('' for none)"))
     grid_images: int = field(default=100, metadata=_option("samples in the grid"))
@@ -85,10 +90,9 @@ class SampleConfig:
 
 
     def problems(self) -> list[tuple[str, str]]:
-        low, high = self.cfg_interval
-        if not 0 <= low <= high <= 1:
-            return [("cfg_interval", f"({low}, {high}) must be T_MIN <= T_MAX within [0, 1]")]
-        return []
+        return [(name, f"({low}, {high}) must be T_MIN <= T_MAX within [0, 1]")
+                for name, (low, high) in (("cfg_interval", self.cfg_interval), ("ig_interval", self.ig_interval))
+                if not 0 <= low <= high <= 1]
 
 
 def sample_labels(num: int, classes: list[int], method: str, seed: int) -> Tensor:
@@ -140,7 +144,11 @@ def generate(config: SampleConfig, progress: Callable[[float], None] | None = No
     rae = _load_rae_for(config, info, ctx)
     labels = sample_labels(config.num, classes, config.label_sampling, config.seed)
     # Validate the guidance settings once (CFG and AutoGuidance together are refused by the library).
-    guided_velocity(model, labels[:1], model.null_label, config.cfg, tuple(config.cfg_interval), guide, config.ag)
+    guided_velocity(model, labels[:1], model.null_label, config.cfg, tuple(config.cfg_interval), guide, config.ag,
+                    config.ig, tuple(config.ig_interval))
+    if config.ig != 1.0 and model.base_head is None:
+        raise RaeditError(f"--ig needs a model with an internal-guidance base head; {config.ckpt} has none (train "
+                          f"one with model.base_depth=N)")
 
     compile_module(model, "the denoiser", config.compile)
     if guide is not None:
@@ -158,7 +166,7 @@ def generate(config: SampleConfig, progress: Callable[[float], None] | None = No
         velocity = guided_velocity(in_precision(model, ctx.device.type, config.bf16), batch_labels,
                                    model.null_label, config.cfg, tuple(config.cfg_interval),
                                    in_precision(guide, ctx.device.type, config.bf16) if guide is not None else None,
-                                   config.ag)
+                                   config.ag, config.ig, tuple(config.ig_interval))
         velocity = evaluations.counted(velocity)
         with attention_backend(config.attention):
             latents = sample(velocity, noise, config.sampler, config.steps, info.shift_alpha, config.t_end,

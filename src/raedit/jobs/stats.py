@@ -63,7 +63,7 @@ def compute_latent_stats(config: StatsConfig) -> RunningMoments:
             save_latent_stats(config.out, moments.mean, moments.variance, config.autoencoder.encoder, moments.count)
             logger.info("latent statistics of %d images written to %s", moments.count, config.out)
         if config.rae is not None:
-            store_latent_stats(config.rae, moments.mean, moments.variance, config.autoencoder.encoder)
+            store_latent_stats(config.rae, moments.mean, moments.variance, config.autoencoder.latent_space)
             logger.info("latent statistics of %d images stored in the RAE %s", moments.count, config.rae)
     return moments
 

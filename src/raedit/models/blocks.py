@@ -86,6 +86,23 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1 + scale) + shift
 
 
+class TransformerBlock(nn.Module):
+    """A pre-norm block without modulation: RMSNorm -> attention (qk-norm, RoPE), RMSNorm -> SwiGLU, residuals.
+    RAEv2's token-conditioned backbone (`DDTEncoderBlock`), where time and class are tokens of the sequence."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True) -> None:
+        super().__init__()
+        self.norm1 = RMSNorm(dim)
+        self.attn = Attention(dim, num_heads, qk_norm=qk_norm)
+        self.norm2 = RMSNorm(dim)
+        self.mlp = SwiGLU(dim, swiglu_hidden_dim(dim, mlp_ratio))
+
+    def forward(self, x: Tensor, cond: None = None, rope: RotaryEmbedding2D | None = None) -> Tensor:
+        """x: (B, N, D) -> (B, N, D); `cond` is always None (the signature `run_blocks` calls)."""
+        x = x + self.attn(self.norm1(x), rope=rope)
+        return x + self.mlp(self.norm2(x))
+
+
 class DiTBlock(nn.Module):
     """LightningDiT block with adaLN-Zero (Sec. 4, Appx. D).
 
@@ -110,17 +127,25 @@ class DiTBlock(nn.Module):
         return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
 
 
-def run_blocks(blocks: nn.ModuleList, x: Tensor, cond: Tensor, rope: RotaryEmbedding2D | None,
+def run_blocks(blocks: nn.ModuleList, x: Tensor, cond: Tensor | None, rope: RotaryEmbedding2D | None,
                checkpointed: bool) -> Tensor:
-    """x through each `DiTBlock` in turn. With `checkpointed` (and gradients on), each block's activations are
-    recomputed in the backward pass instead of kept: the same gradients for about one more forward pass of memory
-    traffic and compute, so that large batches of XL models fit."""
+    """x through each block (`DiTBlock`, or `TransformerBlock` with cond None) in turn. With `checkpointed` (and
+    gradients on), each block's activations are recomputed in the backward pass instead of kept: the same
+    gradients for about one more forward pass of memory traffic and compute, so that large batches of XL models
+    fit."""
     for block in blocks:
         if checkpointed and torch.is_grad_enabled():
             x = checkpoint(block, x, cond, rope, use_reentrant=False)
         else:
             x = block(x, cond, rope=rope)
     return x
+
+
+def run_blocks_tapped(blocks: nn.ModuleList, x: Tensor, cond: Tensor | None, rope: RotaryEmbedding2D | None,
+                      checkpointed: bool, tap_depth: int) -> tuple[Tensor, Tensor]:
+    """`run_blocks`, also returning the tokens after the first `tap_depth` blocks (the base head's input)."""
+    tapped = run_blocks(blocks[:tap_depth], x, cond, rope, checkpointed)
+    return run_blocks(blocks[tap_depth:], tapped, cond, rope, checkpointed), tapped
 
 
 class FinalLayer(nn.Module):
@@ -140,6 +165,24 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
+class BaseHead(FinalLayer):
+    """The base head of internal guidance (RAEv2, Sec. 2.3; `DiTwDDTHeadIG.base_final_layer`): after an
+    intermediate block, z = SiLU(t_emb + h) goes through a final layer modulated per token by z itself. It starts
+    at zero and learns the same target as the full model, so sampling can guide away from this weaker prediction
+    (`raedit.diffusion.guidance.internal_guidance`)."""
+
+    def __init__(self, dim: int, out_channels: int) -> None:
+        super().__init__(dim, out_channels)
+        for layer in (self.adaLN_modulation[-1], self.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        """x: the tapped tokens (B, N, D); cond: the time embedding (B, D) -> (B, N, out_channels)."""
+        z = F.silu(cond.unsqueeze(1) + x)
+        return super().forward(z, z)
+
+
 class LatentEmbed(nn.Module):
     """Patch size 1 on the latent grid: a per-token Linear C -> D, stored as a 1x1 convolution (official layout)."""
 
@@ -153,14 +196,15 @@ class LatentEmbed(nn.Module):
 
 
 class GaussianFourierTimeEmbedding(nn.Module):
-    """Time embedding: frozen random frequencies W ~ N(0, 1) (256), [sin, cos](2 pi t W) (512) -> MLP.
+    """Time embedding: random frequencies W ~ N(0, 1) (256), [sin, cos](2 pi t W) (512) -> MLP.
 
-    t is the raw flow time in [0, 1]. W is a frozen parameter, so it is saved with the weights.
+    t is the raw flow time in [0, 1]. W is a parameter, so it is saved with the weights; it is frozen (v1), or
+    trained with `trainable_frequencies` (RAEv2's training un-freezes it).
     """
 
-    def __init__(self, dim: int, num_frequencies: int = 256) -> None:
+    def __init__(self, dim: int, num_frequencies: int = 256, trainable_frequencies: bool = False) -> None:
         super().__init__()
-        self.W = nn.Parameter(torch.randn(num_frequencies), requires_grad=False)
+        self.W = nn.Parameter(torch.randn(num_frequencies), requires_grad=trainable_frequencies)
         self.mlp = nn.Sequential(nn.Linear(2 * num_frequencies, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: Tensor) -> Tensor:
@@ -169,7 +213,8 @@ class GaussianFourierTimeEmbedding(nn.Module):
         no_autocast = torch.autocast(t.device.type, enabled=False) if torch.amp.is_autocast_available(
             t.device.type) else contextlib.nullcontext()  # a meta device (counting operations) has no autocast
         with no_autocast:
-            angles = t[:, None].float() * self.W.detach()[None, :].float() * (2 * math.pi)
+            frequencies = self.W if self.W.requires_grad else self.W.detach()
+            angles = t[:, None].float() * frequencies[None, :].float() * (2 * math.pi)
             return self.mlp(torch.cat([angles.sin(), angles.cos()], dim=-1))
 
 

@@ -11,14 +11,17 @@ from torch import Tensor, nn
 from raedit.core.errors import RaeditError
 from raedit.core.tokens import tokens_to_latents
 from raedit.models.blocks import (
+    BaseHead,
     DiTBlock,
     FinalLayer,
     GaussianFourierTimeEmbedding,
     LabelEmbedder,
     LatentEmbed,
     run_blocks,
+    run_blocks_tapped,
 )
 from raedit.models.positions import RotaryEmbedding2D, sincos_position_embedding_2d
+from raedit.models.predictions import as_velocity, check_prediction
 
 # Sizes (depth, width, heads), as in DiT / LightningDiT.
 DIT_SIZES: dict[str, tuple[int, int, int]] = {
@@ -63,11 +66,24 @@ class DiTConfig:
     class_dropout_prob: float = 0.1  # label dropout, for classifier-free guidance
     mlp_ratio: float = 4.0
     qk_norm: bool = False
+    prediction: str = "velocity"  # what the last layer predicts: "velocity" (v1) or "x" (RAEv2's x-prediction)
+    base_depth: int = 0  # RAEv2's internal guidance: a base head after this many backbone blocks (0: none)
 
     def __post_init__(self) -> None:
         self.latent_shape = tuple(int(size) for size in self.latent_shape)  # type: ignore[assignment]
         if len(self.latent_shape) != 3 or min(self.latent_shape) < 1:
             raise RaeditError(f"a latent shape is (C, h, w) with positive sizes, got {self.latent_shape}")
+        check_prediction(self.prediction)
+        if not 0 <= self.base_depth < self.depth:
+            raise RaeditError(f"base_depth (the block after which the internal-guidance base head reads) must be in "
+                              f"[0, depth={self.depth}), got {self.base_depth}")
+
+
+def check_base_head(model: nn.Module, with_base: bool) -> None:
+    """Internal guidance and its training loss need a model built with a base head."""
+    if with_base and model.base_head is None:
+        raise RaeditError("this model has no internal-guidance base head (its base_depth is 0): train one with "
+                          "model.base_depth=N to use internal guidance")
 
 
 class LightningDiT(nn.Module):
@@ -98,6 +114,7 @@ class LightningDiT(nn.Module):
             [DiTBlock(width, num_heads, config.mlp_ratio, config.qk_norm) for _ in range(config.depth)]
         )
         self.final_layer = FinalLayer(width, channels)
+        self.base_head = BaseHead(width, channels) if config.base_depth else None
         self.initialize_weights()
 
     @property
@@ -121,14 +138,26 @@ class LightningDiT(nn.Module):
         for block in self.blocks:
             nn.init.zeros_(block.adaLN_modulation[-1].weight)
             nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
+        heads = [self.final_layer, self.base_head] if self.base_head is not None else [self.final_layer]
+        for layer in [module for head in heads for module in (head.adaLN_modulation[-1], head.linear)]:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, x: Tensor, t: Tensor, labels: Tensor) -> Tensor:
-        """x: (B, C, h, w) latents at time t (B,) in [0, 1]; labels: (B,) -> velocity (B, C, h, w)."""
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor, with_base: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """x: (B, C, h, w) latents at time t (B,) in [0, 1]; labels: (B,) -> velocity (B, C, h, w); with_base:
+        (velocity, the base head's velocity) for internal guidance."""
         check_latent_shape(x, self.latent_shape, "LightningDiT")
+        check_base_head(self, with_base)
         tokens = self.x_embedder(x) + self.pos_embed
-        cond = self.t_embedder(t) + self.y_embedder(labels, self.training)  # (B, D)
-        tokens = run_blocks(self.blocks, tokens, cond, self.rope, self.checkpoint_activations)
-        return tokens_to_latents(self.final_layer(tokens, cond), self.grid)
+        t_emb = self.t_embedder(t)
+        cond = t_emb + self.y_embedder(labels, self.training)  # (B, D)
+        if not with_base:
+            tokens = run_blocks(self.blocks, tokens, cond, self.rope, self.checkpoint_activations)
+            return self.velocity(self.final_layer(tokens, cond), x, t)
+        tokens, tapped = run_blocks_tapped(self.blocks, tokens, cond, self.rope, self.checkpoint_activations,
+                                           self.config.base_depth)
+        return self.velocity(self.final_layer(tokens, cond), x, t), self.velocity(self.base_head(tapped, t_emb), x, t)
+
+    def velocity(self, output_tokens: Tensor, x: Tensor, t: Tensor) -> Tensor:
+        """The velocity (B, C, h, w) that output tokens (B, N, C) mean for x_t = x at time t."""
+        return as_velocity(tokens_to_latents(output_tokens, self.grid), x, t, self.config.prediction)

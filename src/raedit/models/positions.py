@@ -62,11 +62,15 @@ def rotate_pairs(x: Tensor) -> Tensor:
 
 
 class RotaryEmbedding2D(nn.Module):
-    """2D RoPE for a fixed token grid; the tables are persistent buffers (they are in the released checkpoints)."""
+    """2D RoPE for a fixed token grid; the tables are persistent buffers (they are in the released checkpoints).
 
-    def __init__(self, head_dim: int, grid: tuple[int, int], theta: float = 10000.0) -> None:
+    `unrotated_tokens` tokens after the grid's (RAEv2's time and class tokens) get angle 0: no position."""
+
+    def __init__(self, head_dim: int, grid: tuple[int, int], theta: float = 10000.0, unrotated_tokens: int = 0) -> None:
         super().__init__()
         freqs_cos, freqs_sin = rope_2d_tables(head_dim, grid, theta)
+        freqs_cos = torch.cat([freqs_cos, torch.ones(unrotated_tokens, head_dim)])
+        freqs_sin = torch.cat([freqs_sin, torch.zeros(unrotated_tokens, head_dim)])
         self.register_buffer("freqs_cos", freqs_cos)
         self.register_buffer("freqs_sin", freqs_sin)
 

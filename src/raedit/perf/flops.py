@@ -27,6 +27,7 @@ from raedit.encoders import NO_WEIGHTS, get_spec
 from raedit.models.blocks import swiglu_hidden_dim
 from raedit.models.dit import DiTConfig
 from raedit.models.ditdh import DiTDHConfig
+from raedit.models.ditdh_v2 import DiTDHv2Config
 
 # The paper's per-image compute (Fig. 2, recipe), in GMACs (what it calls GFLOPs): compare with our FLOPs / 2e9.
 PAPER_GMACS: dict[str, float] = {
@@ -44,6 +45,9 @@ VIT_ENCODERS: dict[str, tuple[int, int, int]] = {
     "dinov2-l": (24, 4096, 5),
     "siglip2-b": (12, 3072, 0),  # no CLS; the MAP pooling head is not built (raedit.encoders.siglip2)
     "mae-b": (12, 3072, 1),  # CLS; mask ratio 0 keeps every patch
+    "dinov3-s": (12, 1536, 5),  # CLS + 4 registers; RoPE and LayerScale are elementwise
+    "dinov3-b": (12, 3072, 5),
+    "dinov3-l": (24, 4096, 5),
 }
 
 # The input of the denoisers' time MLP: [sin, cos] of the 256 Fourier frequencies of GaussianFourierTimeEmbedding.
@@ -83,7 +87,8 @@ def final_layer_flops(tokens: int, width: int, channels: int, condition_tokens: 
 
 
 def denoiser_flops(config: DiTConfig) -> int:
-    """Forward FLOPs per sample of a LightningDiT (`DiTConfig`) or DiT^DH (`DiTDHConfig`) (Sec. 4 and 5).
+    """Forward FLOPs per sample of a LightningDiT (`DiTConfig`), DiT^DH (`DiTDHConfig`) (Sec. 4 and 5) or RAEv2's
+    DiT^DH (`DiTDHv2Config`), without the internal-guidance base head (which only guided sampling runs).
 
     Backbone: the latent embedding (C -> D per token), the time MLP (512 -> D -> D), `depth` blocks modulated
     per sample; the label embedding is a lookup. DiT^DH adds the head projector (D -> D_head per token, when the
@@ -95,7 +100,11 @@ def denoiser_flops(config: DiTConfig) -> int:
     width = config.width
     time_mlp = linear_flops(1, TIME_FEATURES, width) + linear_flops(1, width, width)
     flops = linear_flops(tokens, channels, width) + time_mlp
-    flops += config.depth * dit_block_flops(tokens, width, swiglu_hidden_dim(width, config.mlp_ratio), 1)
+    if isinstance(config, DiTDHv2Config):  # RAEv2: time and class tokens in the sequence, no adaLN in the backbone
+        sequence = tokens + config.num_time_tokens + config.num_class_tokens
+        flops += config.depth * dit_block_flops(sequence, width, swiglu_hidden_dim(width, config.mlp_ratio), 0)
+    else:
+        flops += config.depth * dit_block_flops(tokens, width, swiglu_hidden_dim(width, config.mlp_ratio), 1)
     if not isinstance(config, DiTDHConfig):
         return flops + final_layer_flops(tokens, width, channels, condition_tokens=1)
     head_width = config.head_width

@@ -269,8 +269,7 @@ def _write_checkpoint(
 
 
 def _prune(directory: Path, keep_last: int) -> None:
-    complete = [path for path in _candidates(directory) if checkpoint_problem(path) is None]
-    for old in complete[:-keep_last]:
+    for old in complete_checkpoints(directory)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
 
 
@@ -283,6 +282,11 @@ def _candidates(directory: Path) -> list[Path]:
         return []
     found = [(int(m.group(1)), p) for p in directory.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
     return [path for _, path in sorted(found)]
+
+
+def complete_checkpoints(directory: str | Path) -> list[Path]:
+    """The whole checkpoints under `directory`, oldest step first."""
+    return [path for path in _candidates(Path(directory)) if checkpoint_problem(path) is None]
 
 
 def checkpoint_problem(path: str | Path) -> str | None:

@@ -122,10 +122,10 @@ class DecoderTraining:
         if config.latents is None:
             return build_dataset(config.data)
         cache = LatentCache(config.latents)
-        if cache.encoder != config.autoencoder.encoder or tuple(cache.latent_shape) != self.rae.latent_shape:
+        if cache.encoder != config.autoencoder.latent_space or tuple(cache.latent_shape) != self.rae.latent_shape:
             raise RaeditError(f"the latent cache {config.latents} holds latents {tuple(cache.latent_shape)} of "
                               f"encoder '{cache.encoder}', the autoencoder gives {self.rae.latent_shape} of "
-                              f"'{config.autoencoder.encoder}'")
+                              f"'{config.autoencoder.latent_space}'")
         return ImagesWithLatents(cache, config.data)
 
     def raw_latents(self, batch: tuple) -> torch.Tensor:

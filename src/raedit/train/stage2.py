@@ -30,6 +30,7 @@ from raedit.diffusion.denoiser_io import CONFIG_FILE, EXPORT_DIR, PHASE_NAME, De
 from raedit.diffusion.flow import SHIFT_BASE_DIM, TimeDistribution, flow_matching_loss, shift_alpha
 from raedit.diffusion.samplers import SAMPLERS, sample
 from raedit.models import DiTConfig, build_model, model_config
+from raedit.models.predictions import PREDICTIONS
 from raedit.train.config import EMAConfig, OptimConfig, ScheduleConfig, TrainLoopConfig
 from raedit.train.ema import EMA
 from raedit.train.loop import LoopResult, Phase, StepContext, TrainLoop, steps_per_epoch
@@ -41,7 +42,8 @@ from raedit.train.schedules import build_schedule
 logger = logging.getLogger(__name__)
 
 # Model config fields a recipe may set on top of the named size (None: the size's / family's default).
-MODEL_ARG_NAMES = ("depth", "width", "num_heads", "head_depth", "head_width", "head_num_heads", "qk_norm")
+MODEL_ARG_NAMES = ("depth", "width", "num_heads", "head_depth", "head_width", "head_num_heads", "qk_norm",
+                   "prediction", "base_depth")
 
 
 @dataclass
@@ -51,7 +53,7 @@ class ModelConfig:
     VALID: ClassVar[dict[str, Rule]] = {
         "num_classes": at_least(1), "class_dropout_prob": in_range(0, 1, high_open=True), "depth": at_least(1),
         "width": at_least(1), "num_heads": at_least(1), "head_depth": at_least(0), "head_width": at_least(1),
-        "head_num_heads": at_least(1)}
+        "head_num_heads": at_least(1), "prediction": one_of(PREDICTIONS), "base_depth": at_least(0)}
 
     name: str = "ditdh-xl"
     num_classes: int = 1000
@@ -63,6 +65,8 @@ class ModelConfig:
     head_width: int | None = None
     head_num_heads: int | None = None
     qk_norm: bool | None = None
+    prediction: str | None = None  # "velocity" (v1, the default) or "x" (RAEv2's x-prediction)
+    base_depth: int | None = None  # RAEv2's internal guidance: a base head after this many backbone blocks
 
     def architecture(self, latent_shape: tuple[int, int, int]) -> DiTConfig:
         """The model's config dataclass for latents of `latent_shape` (C, h, w)."""
@@ -86,6 +90,7 @@ class FlowConfig:
     t_max: float = 0.999
     shift: str = "auto"
     shift_base_dim: int = SHIFT_BASE_DIM
+    base_loss_weight: float = 1.0  # RAEv2: the weight of the base head's loss (models with model.base_depth > 0)
 
 
 @dataclass
@@ -187,10 +192,10 @@ class DiffusionTraining:
             classes = getattr(dataset, "num_classes", None) or len(getattr(dataset, "classes", []))
         else:
             dataset = LatentCache(self.config.latents)
-            if tuple(dataset.latent_shape) != self.latent_shape or dataset.encoder != self.rae.config.encoder:
+            if tuple(dataset.latent_shape) != self.latent_shape or dataset.encoder != self.rae.config.latent_space:
                 raise RaeditError(f"the latent cache {self.config.latents} holds latents {tuple(dataset.latent_shape)} "
                                   f"of encoder '{dataset.encoder}', the RAE gives {self.latent_shape} of "
-                                  f"'{self.rae.config.encoder}'")
+                                  f"'{self.rae.config.latent_space}'")
             classes = dataset.num_classes
         if classes and classes > self.config.model.num_classes:
             raise RaeditError(f"the data have {classes} classes, the model only model.num_classes="
@@ -204,7 +209,7 @@ class DiffusionTraining:
     @property
     def description(self) -> DenoiserInfo:
         """What `raedit sample` needs to rebuild and use the model (saved with the export and every checkpoint)."""
-        return DenoiserInfo(self.architecture, self.alpha, self.config.rae, self.rae.config.encoder)
+        return DenoiserInfo(self.architecture, self.alpha, self.config.rae, self.rae.config.latent_space)
 
     def latents_of(self, batch: Any) -> Tensor:
         """Normalized latents (B, C, h, w) in fp32 of a batch: encoded images (in fp32, outside any bf16 autocast
@@ -224,9 +229,12 @@ class DiffusionTraining:
                      train.optim.grad_clip)
 
     def loss(self, batch: Any, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-        """Sec. 4: flow-matching MSE on shifted t; labels drop to the null class inside the model (p = 0.1)."""
+        """Sec. 4: flow-matching MSE on shifted t; labels drop to the null class inside the model (p = 0.1). RAEv2's
+        options: the x-prediction target, and the base head's loss for internal guidance."""
         latents, labels = self.latents_of(batch), batch[1]
-        return flow_matching_loss(self.model, latents, labels, self.time_distribution, self.alpha), {}
+        base_loss_weight = self.config.flow.base_loss_weight if self.architecture.base_depth else None
+        return flow_matching_loss(self.model, latents, labels, self.time_distribution, self.alpha,
+                                  prediction=self.architecture.prediction, base_loss_weight=base_loss_weight), {}
 
     @torch.no_grad()
     def sampling_model(self, ema: EMA | None) -> nn.Module:
