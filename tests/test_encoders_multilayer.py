@@ -108,7 +108,8 @@ def test_effnet_combines_the_raw_outputs_of_token_stage_blocks() -> None:
 
 
 def test_effnet_layers_outside_the_token_stage_are_errors() -> None:
-    with pytest.raises(RaeditError, match=r"^effnet-lite0: layers must be strictly increasing block indices in 8\.\.10"):
+    with pytest.raises(RaeditError, match=r"^effnet-lite0: layers must be strictly increasing block indices in "
+                                          r"8\.\.10"):
         build_encoder("effnet-lite0", input_size=64, layers=[7, 10])
     with pytest.raises(RaeditError, match=r"block indices in 11\.\.14, got \[15\]"):
         EfficientNetLiteEncoder(EfficientNetLite.from_variant("lite2"), "effnet-lite2", 64, layers=[15])

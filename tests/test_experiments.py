@@ -154,20 +154,23 @@ def test_an_experiment_without_arms_is_one_clear_error(latent_space, tmp_path, c
     assert main(["experiment", "shift", *setup_overrides(latent_space, tmp_path / "work"), "shifts=[]"]) == 2
     assert "shifts is empty" in capsys.readouterr().err
     assert main(["experiment", "nonsense"]) == 2
-    assert "unknown experiment 'nonsense'; known: width, shift, noise-aug, head, pixel, raev2" in capsys.readouterr().err
+    assert ("unknown experiment 'nonsense'; known: width, shift, noise-aug, head, pixel, raev2"
+            in capsys.readouterr().err)
 
 
 def test_raev2_defaults_are_v1_each_option_alone_and_all_together():
     arms = {arm.name: arm for arm in RAEv2Settings().arms}
     assert list(arms) == ["v1", "x-prediction", "internal guidance", "Muon", "token-conditioned DiT^DH",
-                          "multi-layer latents", "all v2 options"]
+                          "all denoiser options", "multi-layer latents", "all v2 options"]
     options = [arms[name].overrides for name in ("x-prediction", "internal guidance", "Muon",
                                                  "token-conditioned DiT^DH")]
     assert arms["v1"].overrides == [] and all(len(option) == 1 for option in options)
-    assert arms["all v2 options"].overrides == [override for option in options for override in option]
+    everything = [override for option in options for override in option]
+    assert arms["all denoiser options"].overrides == arms["all v2 options"].overrides == everything
     assert [name for name, arm in arms.items() if arm.latents == "multi-layer"] == ["multi-layer latents",
                                                                                     "all v2 options"]
-    assert [name for name, arm in arms.items() if arm.internal_guidance] == ["internal guidance", "all v2 options"]
+    assert [name for name, arm in arms.items() if arm.internal_guidance] == ["internal guidance",
+                                                                            "all denoiser options", "all v2 options"]
 
 
 def test_raev2_scores_its_arms_along_training_and_both_decoders(tmp_path):

@@ -57,6 +57,11 @@ def test_a_raev2_checkpoint_loads_and_computes_raev2s_function(raev2):
     # RAEv2 predicts x; raedit's models return the velocity it means, (x_t - x_hat) / max(t, 0.05).
     torch.testing.assert_close(full, velocity_from_x(outputs["full"], x, t), rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(base, velocity_from_x(outputs["base"], x, t), rtol=1e-4, atol=1e-3)
+    # raedit's own position tables (RoPE with the condition tokens unrotated) are RAEv2's buffers.
+    fresh = build_model(config).state_dict()
+    for ours, theirs in (("backbone_rope", "enc_rope"), ("head_rope", "dec_rope")):
+        for table in ("freqs_cos", "freqs_sin"):
+            torch.testing.assert_close(fresh[f"{ours}.{table}"], raev2["ema"][f"{theirs}.{table}"])
     # Guiding velocities is guiding x predictions, RAEv2's formula (its guidance_utils) on its own outputs.
     scale = 1.78
     guided_x = outputs["base"] + scale * (outputs["full"] - outputs["base"])
@@ -103,18 +108,18 @@ def test_an_x_predicting_model_returns_the_velocity_of_its_x(family):
     model = build_model(model_config(family, (8, 2, 2), prediction="x", **TINY, **head)).eval()
     x_t, t = torch.randn(3, 8, 2, 2), torch.tensor([0.01, 0.3, 1.0])
     with torch.no_grad():
-        torch.testing.assert_close(model(x_t, t, torch.tensor([0, 1, 10])),
-                                   x_t / t.clamp(min=X_PREDICTION_T_MIN).view(-1, 1, 1, 1))
+        torch.testing.assert_close(model(x_t, t, torch.tensor([0, 1, 10])), x_t / t.clamp(min=0.05).view(-1, 1, 1, 1))
+    assert X_PREDICTION_T_MIN == 0.05  # RAEv2's t_eps
 
 
-def test_the_x_prediction_target_is_what_a_perfect_x_gives():
-    """An oracle that knows x has zero loss with RAEv2's target, also for t below t_min = 0.05, where the plain
-    velocity target eps - x is not what a clamped x-prediction can give."""
+def test_the_x_prediction_target_is_raev2s_clamped_velocity():
+    """RAEv2's target (x_t - x) / max(t, 0.05) (its transport.py), written out here: a model that returns it has
+    zero loss with prediction "x", also for t below 0.05, where v1's target eps - x differs."""
     x = torch.randn(64, 8, 2, 2)
     times = TimeDistribution("uniform", t_max=0.1)
 
     def oracle(x_t, t, labels):
-        return velocity_from_x(x, x_t, t)
+        return (x_t - x) / t.clamp(min=0.05).view(-1, 1, 1, 1)
 
     labels = torch.zeros(64, dtype=torch.long)
     loss_x = flow_matching_loss(oracle, x, labels, times, 1.0, torch.Generator().manual_seed(0), prediction="x")
@@ -127,7 +132,7 @@ def test_the_x_prediction_target_is_what_a_perfect_x_gives():
 
 def test_the_base_head_starts_at_zero_and_learns_with_its_loss_weight():
     torch.manual_seed(0)
-    model = build_model(model_config("ditdh-s", (8, 2, 2), base_depth=1, **TINY, **TINY_HEAD))
+    model = build_model(model_config("ditdh-s", (8, 2, 2), base_depth=1, **TINY, **TINY_HEAD)).eval()  # no dropout
     x, labels = torch.randn(4, 8, 2, 2), torch.tensor([0, 1, 2, 3])
     _, base = model(x, torch.rand(4), labels, with_base=True)
     assert torch.count_nonzero(base) == 0
@@ -139,7 +144,25 @@ def test_the_base_head_starts_at_zero_and_learns_with_its_loss_weight():
     full_only = flow_matching_loss(model, x, labels, times, 1.0, torch.Generator().manual_seed(0))
     weighted.backward()
     assert model.base_head.linear.weight.grad.abs().sum() > 0
-    assert weighted > full_only  # the zero base head's error, the target's mean square, is added
+    # The zero base head's error is the target's mean square, added with its weight (the loss's draws: t, noise).
+    generator = torch.Generator().manual_seed(0)
+    times.sample(4, generator=generator)
+    target = torch.randn(x.shape, generator=generator) - x
+    torch.testing.assert_close(weighted - full_only, 0.5 * target.pow(2).mean())
+
+
+@pytest.mark.parametrize("family", ["dit-s", "ditdh-s", "ditdhv2-s"])
+def test_a_base_head_leaves_the_other_weights_as_without_it(family):
+    """Built from the same seed, a model with a base head starts where the model without one starts, so an
+    internal-guidance arm differs from v1 by the option alone."""
+    head = TINY_HEAD if "dh" in family else {}
+    models = []
+    for base_depth in (0, 1):
+        torch.manual_seed(0)
+        models.append(build_model(model_config(family, (8, 2, 2), base_depth=base_depth, **TINY, **head)))
+    plain, with_base = (model.state_dict() for model in models)
+    assert set(with_base) - set(plain) and all(key.startswith("base_head.") for key in set(with_base) - set(plain))
+    assert all(torch.equal(value, with_base[key]) for key, value in plain.items())
 
 
 def test_internal_guidance_moves_away_from_the_base_inside_its_interval():
@@ -189,6 +212,10 @@ def test_the_v2_backbone_is_conditioned_by_its_time_and_class_tokens():
         model.class_tokens.zero_()
         model.y_embedder.embedding_table.weight.zero_()
         assert torch.equal(model(x, t, torch.tensor([3])), model(x, t, torch.tensor([4])))
+        seen = []
+        model.blocks[0].register_forward_hook(lambda block, inputs, output: seen.append((inputs[0].shape, inputs[1])))
+        model(x, t, torch.tensor([3]))
+    assert seen == [((1, 4 + 4 + 8, 32), None)]  # 2 x 2 image tokens, 4 time and 8 class tokens; no condition
     assert not any("adaLN" in key for key in model.state_dict() if key.startswith("blocks."))
     assert model.t_embedder.W.requires_grad  # RAEv2 trains its Fourier frequencies
     assert model.backbone_rope.freqs_cos.shape == (4 + 4 + 8, 16)  # 4 image tokens, then 12 unrotated

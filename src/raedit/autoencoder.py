@@ -120,7 +120,7 @@ class RAE(nn.Module):
         self.register_buffer("latent_var", torch.ones(self.latent_shape))
         self.normalized = False
         if config.stats:
-            self.set_stats(*load_latent_stats(config.stats, self.latent_shape, config.encoder))
+            self.set_stats(*load_latent_stats(config.stats, self.latent_shape, config.latent_space))
 
     def _build_decoder(self) -> nn.Module:
         """The ViT decoder of `config.decoder_size`, or the exact `PatchUnpatchify` of a pixel-patch encoder."""

@@ -4,7 +4,7 @@ reconstruction claim (a decoder on multi-layer latents reconstructs better than 
 
 Generation arms train the stage-2 recipe for the same epochs (the same optimizer steps and images) on the latent
 space of `raedit benchmark` (see `raedit.experiments.generation`), each with one option: x-prediction, the base
-head with internal guidance when sampling, Muon, RAEv2's token-conditioned backbone; then all of them together.
+head with internal guidance when sampling, Muon, RAEv2's token-conditioned backbone; then these four together.
 Their EMA checkpoints along the way are sampled class-balanced (no CFG) and scored. The FLOPs of a forward pass
 are reported beside them: the token-conditioned backbone's time and class tokens (4 + 8) cost more on a 4 x 4
 grid than on ImageNet's 16 x 16.
@@ -13,7 +13,7 @@ Multi-layer latents change the latent space, so they come with their own decoder
 recipe and steps, one on the last layer's latents (the benchmark cache), one on RAEv2's combination of several
 blocks of EfficientNet-Lite0's token stage (`multi_layers`, its own cache and statistics), trained side by side.
 Their rFID and PSNR are the reconstruction claim; the v1 arm decoded by the first and arms on the multi-layer
-latents decoded by the second (the multi-layer option alone, and everything together) are its generation side.
+latents decoded by the second (the multi-layer option alone, and every option together) are its generation side.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class Settings:
         Arm("internal guidance", BASE_HEAD, internal_guidance=True),
         Arm("Muon", MUON),
         Arm("token-conditioned DiT^DH", TOKEN_CONDITIONED),
+        Arm("all denoiser options", [*X_PREDICTION, *BASE_HEAD, *MUON, *TOKEN_CONDITIONED], internal_guidance=True),
         Arm("multi-layer latents", [], latents=MULTI),
         Arm("all v2 options", [*X_PREDICTION, *BASE_HEAD, *MUON, *TOKEN_CONDITIONED], latents=MULTI,
             internal_guidance=True),
@@ -233,7 +234,7 @@ def run(out: Path, settings: Settings) -> dict:
                f"decode with the setup's RAE; arms on multi-layer latents (EfficientNet-Lite0 blocks "
                f"{settings.multi_layers}, {settings.layer_combine} + the last block's spatial mean, RAEv2's rule) "
                f"with the multi-layer decoder, and v1 also with the last-layer decoder of equal compute. "
-               f"Reconstruction (the `reconstruction` table): both decoders from `{settings.stage1_recipe}` "
+               f"Reconstruction (the second table): both decoders from `{settings.stage1_recipe}` "
                f"(overrides {settings.stage1_overrides}), side by side; rFID of the first "
                f"{settings.reconstruction_images} {settings.reconstruction_data} images reconstructed, against "
                f"{setup.reference_images} of them; PSNR on the stage-1 held-out images.")

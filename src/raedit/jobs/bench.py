@@ -205,7 +205,8 @@ def denoiser_train_step(config: DiTConfig, batch: int, micro_batch: int, path: S
         loss_sum = torch.zeros((), device=device)
         for part_latents, part_labels in zip(latents.split(micro_batch), labels.split(micro_batch)):
             with attention_backend(path.attention), autocast_context(device, path.precision):
-                loss = flow_matching_loss(model, part_latents, part_labels, times, alpha)
+                loss = flow_matching_loss(model, part_latents, part_labels, times, alpha, prediction=config.prediction,
+                                          base_loss_weight=1.0 if config.base_depth else None)
             (loss / parts).backward()
             loss_sum += loss.detach()
         norm = clip_gradients(params, 1.0)

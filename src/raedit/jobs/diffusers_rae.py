@@ -132,6 +132,9 @@ def export_diffusers_rae(rae_dir: str | Path, out: str | Path) -> Path:
     into `out` (`config.json` and `diffusion_pytorch_model.safetensors`), which `AutoencoderRAE.from_pretrained`
     loads and which encodes and decodes as the RAE does. Returns `out`."""
     rae = RAE.from_pretrained(rae_dir)
+    if rae.config.encoder_layers is not None:
+        raise RaeditError(f"diffusers' AutoencoderRAE encodes with one layer; the RAE in {rae_dir} combines layers "
+                          f"({rae.config.latent_space})")
     name, encoder = rae.config.encoder, rae.encoder
     encoder_type = name.split("-")[0]
     if encoder_type not in ENCODER_TYPES or not isinstance(rae.decoder, ViTDecoder):

@@ -81,9 +81,9 @@ def import_rae(decoder: str | Path, stats: str | Path, out: str | Path, encoder:
     `stats.pt`: the same layouts, on the multi-layer latent its path names, `raev2_layers`); returns `out`."""
     state = weights_of(read_state_dict(decoder, "official decoder weights"), str(decoder))
     decoder_config = official_decoder_config(state, decoder_heads)
-    raev2 = raev2_layers(decoder) if encoder is None and encoder_layers is None else None
-    if raev2 is not None:
-        encoder, encoder_layers = raev2
+    raev2 = raev2_layers(decoder)
+    if raev2 is not None:  # what was not given comes from the release path
+        encoder, encoder_layers = encoder or raev2[0], raev2[1] if encoder_layers is None else encoder_layers
     encoder = encoder or infer_encoder(decoder_config.in_channels, decoder)
     spec = get_spec(encoder)
     if spec.channels != decoder_config.in_channels:

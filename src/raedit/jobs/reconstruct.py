@@ -27,7 +27,7 @@ def load_autoencoder_for_reconstruction(
     if decoder is not None and Path(decoder).is_dir():
         rae = RAE.from_pretrained(decoder)
         if stats:
-            rae.set_stats(*load_latent_stats(stats, rae.latent_shape, rae.config.encoder))
+            rae.set_stats(*load_latent_stats(stats, rae.latent_shape, rae.config.latent_space))
         return rae.eval()
     config = AutoencoderConfig(encoder=encoder, encoder_weights=encoder_weights, encoder_input_size=input_size,
                                decoder_size=decoder_size, decoder_patch_size=decoder_patch_size, stats=stats)

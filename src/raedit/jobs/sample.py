@@ -47,7 +47,8 @@ class SampleConfig:
     VALID: ClassVar[dict[str, Rule]] = {
         "num": at_least(1), "label_sampling": one_of(LABEL_SAMPLING), "steps": at_least(1),
         "sampler": one_of(SAMPLERS), "cfg": at_least(0), "ag": at_least(0), "ig": at_least(0),
-        "grid_images": at_least(0), "batch_size": at_least(1), "t_end": in_range(0, 1, high_open=True), "rounding": one_of(ROUNDINGS),
+        "grid_images": at_least(0), "batch_size": at_least(1), "t_end": in_range(0, 1, high_open=True),
+        "rounding": one_of(ROUNDINGS),
         "attention": one_of(ATTENTION_BACKENDS), "compile": one_of(COMPILE_MODES)}
 
     ckpt: str = field(metadata=_option(

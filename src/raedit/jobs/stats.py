@@ -60,7 +60,8 @@ def compute_latent_stats(config: StatsConfig) -> RunningMoments:
     moments.all_reduce()
     if context.is_main:
         if config.out is not None:
-            save_latent_stats(config.out, moments.mean, moments.variance, config.autoencoder.encoder, moments.count)
+            save_latent_stats(config.out, moments.mean, moments.variance, config.autoencoder.latent_space,
+                              moments.count)
             logger.info("latent statistics of %d images written to %s", moments.count, config.out)
         if config.rae is not None:
             store_latent_stats(config.rae, moments.mean, moments.variance, config.autoencoder.latent_space)

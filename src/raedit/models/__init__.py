@@ -15,9 +15,8 @@ from raedit.models.dit import DIT_SIZES, DiTConfig, LightningDiT
 from raedit.models.ditdh import DiTDH, DiTDHConfig
 from raedit.models.ditdh_v2 import DiTDHv2, DiTDHv2Config
 
-__all__ = ["DIT_SIZES", "MODEL_FAMILIES", "DiTConfig", "DiTDH", "DiTDHConfig", "DiTDHv2", "DiTDHv2Config", "Denoiser",
-           "LightningDiT",
-           "build_model", "model_config"]
+__all__ = ["DIT_SIZES", "MODEL_FAMILIES", "DiTConfig", "DiTDH", "DiTDHConfig", "DiTDHv2", "DiTDHv2Config",
+           "Denoiser", "LightningDiT", "build_model", "model_config"]
 
 Denoiser = LightningDiT | DiTDH | DiTDHv2
 # family name -> (config class, model class)

@@ -172,7 +172,8 @@ class BaseHead(FinalLayer):
     (`raedit.diffusion.guidance.internal_guidance`)."""
 
     def __init__(self, dim: int, out_channels: int) -> None:
-        super().__init__(dim, out_channels)
+        with torch.random.fork_rng(devices=[]):  # every drawn weight is zeroed: a model's other draws stay v1's
+            super().__init__(dim, out_channels)
         for layer in (self.adaLN_modulation[-1], self.linear):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)

@@ -124,8 +124,8 @@ class LightningDiT(nn.Module):
 
     def initialize_weights(self) -> None:
         """Official LightningDiT init: xavier Linear layers, zero adaLN and output layers (adaLN-Zero)."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear) and not name.startswith("base_head."):  # the base head starts at zero
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
         with torch.no_grad():
@@ -138,8 +138,7 @@ class LightningDiT(nn.Module):
         for block in self.blocks:
             nn.init.zeros_(block.adaLN_modulation[-1].weight)
             nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        heads = [self.final_layer, self.base_head] if self.base_head is not None else [self.final_layer]
-        for layer in [module for head in heads for module in (head.adaLN_modulation[-1], head.linear)]:
+        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 

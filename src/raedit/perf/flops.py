@@ -88,7 +88,8 @@ def final_layer_flops(tokens: int, width: int, channels: int, condition_tokens: 
 
 def denoiser_flops(config: DiTConfig) -> int:
     """Forward FLOPs per sample of a LightningDiT (`DiTConfig`), DiT^DH (`DiTDHConfig`) (Sec. 4 and 5) or RAEv2's
-    DiT^DH (`DiTDHv2Config`), without the internal-guidance base head (which only guided sampling runs).
+    DiT^DH (`DiTDHv2Config`), without the internal-guidance base head (which its training and internal guidance
+    run besides).
 
     Backbone: the latent embedding (C -> D per token), the time MLP (512 -> D -> D), `depth` blocks modulated
     per sample; the label embedding is a lookup. DiT^DH adds the head projector (D -> D_head per token, when the
