@@ -128,6 +128,9 @@ def test_bad_inputs_are_one_line_errors(models, tmp_path):
         run(models, tmp_path, "x", guide_ckpt=str(models["guide"]), ag=1.5, cfg=2.0)
     with pytest.raises(RaeditError, match="AutoGuidance needs a guide model"):
         run(models, tmp_path, "x", ag=1.5)
+    with pytest.raises(RaeditError, match="no internal-guidance base head"):
+        run(models, tmp_path, "x", ig=1.5)
+    assert not (tmp_path / "x.npz").exists()
     with pytest.raises(RaeditError, match="neither a saved denoiser"):
         generate(SampleConfig(ckpt=str(tmp_path)))
 

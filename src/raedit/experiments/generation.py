@@ -75,21 +75,31 @@ def train_arm(config: Stage2Config) -> tuple[DenoiserInfo, float]:
     return read_denoiser_info(config.run_dir), time.perf_counter() - started
 
 
+def metrics_of_samples(setup: GenerationSetup, samples: Path, metrics: tuple[str, ...] = ("fid",),
+                       probe_train_limit: int | None = None) -> dict[str, float]:
+    """`metrics` of an npz of samples against the setup's reference (its statistics, and the class-accuracy probe
+    fitted on `probe_train_limit` training images, cached under work_dir)."""
+    device = setup.eval_device or ("cuda" if torch.cuda.is_available() else "cpu")
+    result = evaluate_file(samples, setup.reference, metrics, ref_limit=setup.reference_images,
+                           cache_dir=Path(setup.work_dir) / "eval-cache", device=device,
+                           probe_train_limit=probe_train_limit)
+    return {name: float(result.values[name]) for name in metrics}
+
+
 def fid_of_samples(setup: GenerationSetup, samples: Path) -> float:
     """FID of an npz of samples against the setup's reference (its statistics cached under work_dir)."""
-    device = setup.eval_device or ("cuda" if torch.cuda.is_available() else "cpu")
-    result = evaluate_file(samples, setup.reference, ("fid",), ref_limit=setup.reference_images,
-                           cache_dir=Path(setup.work_dir) / "eval-cache", device=device)
-    return float(result.values["fid"])
+    return metrics_of_samples(setup, samples)["fid"]
 
 
-def generate_samples(setup: GenerationSetup, run_dir: Path, rae: str | None = None, tag: str = "samples") -> Path:
-    """Class-balanced samples of the arm in `run_dir` (decoded by `rae` instead of its own when given), written to
-    `<run_dir>/<tag>.npz` with a grid `<tag>.png`."""
+def generate_samples(setup: GenerationSetup, run_dir: Path, rae: str | None = None, tag: str = "samples",
+                     ig: float = 1.0, ig_interval: tuple[float, float] = (0.0, 1.0)) -> Path:
+    """Class-balanced samples of the arm in `run_dir` (a run or one of its checkpoints; decoded by `rae` instead of
+    its own when given; with internal guidance `ig` on `ig_interval`), written to `<run_dir>/<tag>.npz` with a grid
+    `<tag>.png`."""
     samples = run_dir / f"{tag}.npz"
     generate(SampleConfig(ckpt=str(run_dir), num=setup.samples, label_sampling="equal", steps=setup.sampling_steps,
                           sampler=setup.sampler, out=str(samples), grid=str(run_dir / f"{tag}.png"), grid_images=100,
-                          batch_size=setup.batch_size, seed=0, rae=rae))
+                          batch_size=setup.batch_size, seed=0, rae=rae, ig=ig, ig_interval=ig_interval))
     return samples
 
 

@@ -32,13 +32,18 @@ from raedit.core.errors import RaeditError
 from raedit.core.side_by_side import run_side_by_side
 from raedit.data import DataConfig
 from raedit.data.latent_cache import LatentCache
-from raedit.eval.evaluate import evaluate_file
-from raedit.experiments.generation import GenerationSetup, check_inputs, fid_of_samples, stage2_config
+from raedit.experiments.generation import (
+    GenerationSetup,
+    check_inputs,
+    fid_of_samples,
+    generate_samples,
+    metrics_of_samples,
+    stage2_config,
+)
 from raedit.experiments.head import forward_flops
 from raedit.experiments.noise_aug import reconstructions_npz
 from raedit.experiments.results import line_plots, write_results
 from raedit.jobs.cache_latents import CacheConfig, cache_latents
-from raedit.jobs.sample import SampleConfig, generate
 from raedit.jobs.stats import latent_stats_from_cache
 from raedit.train.checkpoint import complete_checkpoints
 from raedit.train.stage1 import Stage1Config, train_decoder
@@ -160,16 +165,9 @@ def train_decoders(settings: Settings, work: Path) -> tuple[dict[str, LatentSpac
 def scores(settings: Settings, checkpoint: Path, rae: str, ig: float, tag: str) -> tuple[float, float]:
     """FID and class accuracy of class-balanced samples of `checkpoint` (no CFG; internal guidance `ig`), decoded
     by `rae`."""
-    setup = settings.setup
-    samples = checkpoint / f"{tag}.npz"
-    generate(SampleConfig(ckpt=str(checkpoint), num=setup.samples, steps=setup.sampling_steps, sampler=setup.sampler,
-                          ig=ig, ig_interval=tuple(settings.ig_interval), out=str(samples),
-                          grid=str(checkpoint / f"{tag}.png"), grid_images=100, batch_size=setup.batch_size,
-                          seed=0, rae=rae))
-    result = evaluate_file(samples, setup.reference, ("fid", "class_acc"), ref_limit=setup.reference_images,
-                           cache_dir=Path(setup.work_dir) / "eval-cache", device=setup.eval_device or "cpu",
-                           probe_train_limit=settings.probe_train_limit)
-    return float(result.values["fid"]), float(result.values["class_acc"])
+    samples = generate_samples(settings.setup, checkpoint, rae, tag, ig, tuple(settings.ig_interval))
+    metrics = metrics_of_samples(settings.setup, samples, ("fid", "class_acc"), settings.probe_train_limit)
+    return metrics["fid"], metrics["class_acc"]
 
 
 def train_arm_with_checkpoints(settings: Settings, arm: Arm, space: LatentSpace, run_dir: Path) -> tuple[
@@ -207,8 +205,7 @@ def run(out: Path, settings: Settings) -> dict:
         slug = "".join(c if c.isalnum() else "-" for c in arm.name).strip("-")
         space = spaces[arm.latents]
         checkpoints, seconds, config = train_arm_with_checkpoints(settings, arm, space, work / slug)
-        latent_shape = RAE.from_pretrained(space.rae, decode_only=True).latent_shape
-        flops, _ = forward_flops(config.model.architecture(latent_shape))
+        flops, _ = forward_flops(config.model.architecture(tuple(LatentCache(space.latents).latent_shape)))
         raes = [space.rae, *([decoders[SINGLE].rae] if arm.equal_compute_decoder else [])]
         for checkpoint in checkpoints:
             step = int(checkpoint.name.split("-")[-1])

@@ -29,6 +29,7 @@ from raedit.core.images import ROUNDINGS, from_uint8_hwc, save_image_grid, to_ui
 from raedit.diffusion.denoiser_io import DenoiserInfo, load_denoiser
 from raedit.diffusion.guidance import guided_velocity, in_precision
 from raedit.diffusion.samplers import OFFICIAL_T_END, SAMPLERS, sample, standard_normal_like
+from raedit.models.dit import check_base_head
 
 logger = logging.getLogger(__name__)
 
@@ -147,9 +148,7 @@ def generate(config: SampleConfig, progress: Callable[[float], None] | None = No
     # Validate the guidance settings once (CFG and AutoGuidance together are refused by the library).
     guided_velocity(model, labels[:1], model.null_label, config.cfg, tuple(config.cfg_interval), guide, config.ag,
                     config.ig, tuple(config.ig_interval))
-    if config.ig != 1.0 and model.base_head is None:
-        raise RaeditError(f"--ig needs a model with an internal-guidance base head; {config.ckpt} has none (train "
-                          f"one with model.base_depth=N)")
+    check_base_head(model, with_base=config.ig != 1.0)  # before the RAE loads and the first batch
 
     compile_module(model, "the denoiser", config.compile)
     if guide is not None:
